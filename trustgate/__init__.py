@@ -1,0 +1,1 @@
+"""trustgate: keep trust-requiring Kubernetes workloads on hosts with a verified boot-chain trust report."""

@@ -1,0 +1,180 @@
+"""`trustctl`: make keys, sign, verify and inspect trust reports, and look at the cluster's trust.
+
+Exit codes: 0 success, 1 the token (or cluster state) is not acceptable, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from trustgate.keys import (
+    KEYGEN_ALGORITHMS,
+    KeyConfigError,
+    KeySet,
+    generate_private_key,
+    jwks_for,
+    load_private_key,
+    private_key_pem,
+)
+from trustgate.report import LEVELS, NodeIdentity, ReportError, ReportVerifier, VerifierSettings, decode_unverified
+from trustgate.signing import report_claims, sign_claims
+
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class UsageError(Exception):
+    """Bad arguments or configuration: exit 2 with the message."""
+
+
+def parse_duration(text: str) -> float:
+    """`90`, `90s`, `15m`, `1h`, `2d` -> seconds."""
+    match = _DURATION.fullmatch(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (use e.g. 30s, 15m, 1h, 2d)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _level(text: str) -> tuple[str, bool]:
+    level, value = _pair(text)
+    if level not in LEVELS:
+        raise argparse.ArgumentTypeError(f"unknown level {level!r} (levels: {', '.join(LEVELS)})")
+    if value.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"level {level} must be true or false")
+    return level, value.lower() == "true"
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    key = generate_private_key(args.alg)
+    jwks = jwks_for(key.public_key(), args.alg)  # type: ignore[arg-type]
+    key_out = Path(args.key_out)
+    key_out.write_bytes(private_key_pem(key))
+    key_out.chmod(0o600)
+    Path(args.jwks_out).write_text(json.dumps(jwks, indent=2) + "\n")
+    print(f"wrote {args.alg} signing key {args.key_out} and JWKS {args.jwks_out} (kid {jwks['keys'][0]['kid']})")
+    return EXIT_OK
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    key = load_private_key(args.key)
+    claims = report_claims(
+        issuer=args.issuer,
+        node=args.node,
+        system_uuid=args.system_uuid,
+        boot_id=args.boot_id,
+        ttl_seconds=args.ttl,
+        levels=dict(args.level),
+        asset_tags=dict(args.asset_tag),
+        features=dict(args.feature),
+    )
+    print(sign_claims(claims, key, alg=args.alg))
+    return EXIT_OK
+
+
+def _read_token(source: str) -> str:
+    text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    return text.strip()
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    keys = KeySet.load(args.jwks or (), args.pem or ())
+    settings = VerifierSettings(
+        issuers=frozenset(args.issuer), skew_seconds=args.skew, max_lifetime_seconds=args.max_lifetime
+    )
+    try:
+        token = _read_token(args.token)
+    except OSError as exc:
+        raise UsageError(f"cannot read token {args.token}: {exc.strerror}") from None
+    node = NodeIdentity(name=args.node, system_uuid=args.system_uuid, boot_id=args.boot_id or "")
+    try:
+        report = ReportVerifier(keys, settings).verify_for(token, node, time.time())
+    except ReportError as error:
+        print(f"trust report rejected: {error.reason}", file=sys.stderr)
+        return EXIT_REJECTED
+    print(json.dumps(report.to_claims() | {"kid": report.kid, "alg": report.algorithm}, indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    source = args.token
+    token = _read_token(source) if source == "-" or Path(source).is_file() else source
+    try:
+        header, payload = decode_unverified(token)
+    except ReportError as error:
+        print(f"cannot decode token: {error.reason}", file=sys.stderr)
+        return EXIT_REJECTED
+    print("UNVERIFIED: the signature and claims below have NOT been checked; use `trustctl verify`.")
+    print(json.dumps({"header": header, "claims": payload}, indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trustctl", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    keygen = commands.add_parser("keygen", help="create an attestation signing key and its JWKS")
+    keygen.add_argument("--alg", default="ES256", choices=KEYGEN_ALGORITHMS)
+    keygen.add_argument("--key-out", required=True, help="private key (PEM) to write")
+    keygen.add_argument("--jwks-out", required=True, help="public JWKS to write")
+    keygen.set_defaults(handler=cmd_keygen)
+
+    sign = commands.add_parser("sign", help="sign a trust report for a node and print the JWT")
+    sign.add_argument("--key", required=True, help="private key (PEM)")
+    sign.add_argument("--alg", choices=KEYGEN_ALGORITHMS, help="default: from the key type (PS256 for RSA)")
+    sign.add_argument("--issuer", required=True)
+    sign.add_argument("--node", required=True, help="Kubernetes node name (sub)")
+    sign.add_argument("--system-uuid", required=True)
+    sign.add_argument("--boot-id")
+    sign.add_argument("--level", type=_level, action="append", default=[], metavar="LEVEL=true|false")
+    sign.add_argument("--asset-tag", type=_pair, action="append", default=[], metavar="KEY=VALUE")
+    sign.add_argument("--feature", type=_pair, action="append", default=[], metavar="KEY=VALUE")
+    sign.add_argument("--ttl", type=parse_duration, default=3600.0, help="validity, e.g. 1h (default)")
+    sign.set_defaults(handler=cmd_sign)
+
+    verify = commands.add_parser("verify", help="verify a report for a node identity")
+    verify.add_argument("--jwks", action="append", help="JWKS file (repeatable)")
+    verify.add_argument("--pem", action="append", help="PEM public key file (repeatable)")
+    verify.add_argument("--issuer", action="append", required=True, help="trusted issuer (repeatable)")
+    verify.add_argument("--node", required=True)
+    verify.add_argument("--system-uuid", required=True)
+    verify.add_argument("--boot-id")
+    verify.add_argument("--skew", type=parse_duration, default=30.0)
+    verify.add_argument("--max-lifetime", type=parse_duration, default=24 * 3600.0)
+    verify.add_argument("token", nargs="?", default="-", help="token file, or - for stdin (default)")
+    verify.set_defaults(handler=cmd_verify)
+
+    inspect = commands.add_parser("inspect", help="show a token's header and claims WITHOUT verifying")
+    inspect.add_argument("token", help="the token, a file holding it, or - for stdin")
+    inspect.set_defaults(handler=cmd_inspect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "verify" and not (args.jwks or args.pem):
+        parser.error("verify needs --jwks or --pem")
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except (UsageError, KeyConfigError, ValueError) as error:
+        print(f"trustctl {args.command}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""A node as trust decisions see it: its labels, its identity and its verified report.
+
+`assess` runs once per change of a Node or its report (not per request): it verifies the
+token (cached by token) and checks the host binding. Only the expiry is left for
+decision time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from trustgate.labels import TRUSTED_LABEL, asset_label, is_trust_label
+from trustgate.report import NodeIdentity, ReportError, ReportVerifier, TrustReport
+
+NO_REPORT = "no trust report"
+UNKNOWN_NODE = "node not found in the cluster"
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class NodeTrust:
+    """A node's trust state. `failure` is set when the report is absent, invalid or bound elsewhere."""
+
+    name: str
+    labels: Mapping[str, str] = _EMPTY
+    report: TrustReport | None = None
+    failure: str | None = NO_REPORT
+    signed_labels: Mapping[str, str] = field(default=_EMPTY)  # asset labels from the verified report
+    trusted_levels: frozenset[str] = frozenset()
+    identity: NodeIdentity | None = None
+
+    def failure_at(self, now: float, skew: float) -> str | None:
+        """Why the node cannot be trusted at `now`, before looking at any pod's requirement."""
+        if self.failure is not None:
+            return self.failure
+        assert self.report is not None
+        return self.report.time_failure(now, skew)
+
+    def label_view(self, trusted: bool, include_unsigned: bool) -> dict[str, str]:
+        """Labels to evaluate node constraints on: trust keys from the signed report only."""
+        view = {k: v for k, v in self.labels.items() if not is_trust_label(k)} if include_unsigned else {}
+        view.update(self.signed_labels)
+        view[TRUSTED_LABEL] = "true" if trusted else "false"
+        return view
+
+
+def node_identity(node: Mapping[str, Any]) -> NodeIdentity:
+    """The identity of a `v1.Node` object (as JSON)."""
+    info = (node.get("status") or {}).get("nodeInfo") or {}
+    return NodeIdentity(
+        name=(node.get("metadata") or {}).get("name") or "",
+        system_uuid=info.get("systemUUID") or "",
+        boot_id=info.get("bootID") or "",
+    )
+
+
+def node_labels(node: Mapping[str, Any]) -> Mapping[str, str]:
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    return MappingProxyType(dict(labels)) if labels else _EMPTY
+
+
+def assess(
+    identity: NodeIdentity,
+    labels: Mapping[str, str],
+    token: str | None,
+    verifier: ReportVerifier,
+) -> NodeTrust:
+    """Verify a node's report (if any) and bind it to the node."""
+    if token is None:
+        return NodeTrust(name=identity.name, labels=labels, failure=NO_REPORT, identity=identity)
+    try:
+        report = verifier.verify(token)
+    except ReportError as error:
+        return NodeTrust(
+            name=identity.name, labels=labels, failure=f"trust report invalid: {error.reason}", identity=identity
+        )
+    failure = report.binding_failure(identity)
+    if failure:
+        return NodeTrust(name=identity.name, labels=labels, report=report, failure=failure, identity=identity)
+    return NodeTrust(
+        name=identity.name,
+        labels=labels,
+        report=report,
+        failure=None,
+        signed_labels=MappingProxyType({asset_label(k): v for k, v in report.asset_tags.items()}),
+        trusted_levels=report.trusted_levels,
+        identity=identity,
+    )

@@ -1,0 +1,320 @@
+"""Trust policy: what a pod requires of its node, and whether a node meets it.
+
+Pure functions over plain data. `requirement_for` derives a pod's requirement from its
+node constraints and the TrustPolicies that select it (None: the pod needs no trust,
+the cheap and common case). `evaluate` judges one node against a requirement and names
+every check that fails, grouped by the source that demanded it, so that a `Warn` policy
+never blocks and an `Enforce` one always does.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from types import MappingProxyType
+from typing import Any
+
+from trustgate.labels import ASSET_LABEL_PREFIX, TRUSTED_LABEL, is_trust_label
+from trustgate.node import NodeTrust
+from trustgate.report import LEVELS
+from trustgate.selectors import (
+    LabelSelector,
+    NodeConstraints,
+    Requirement,
+    SelectorError,
+    parse_label_selector,
+    parse_node_constraints,
+)
+
+ALL_LEVELS = frozenset(LEVELS)
+NODE_AFFINITY = "node affinity"
+SELECT_ALL = LabelSelector()
+
+
+class PolicyError(ValueError):
+    """A pod or TrustPolicy whose trust requirement cannot be determined."""
+
+
+class Enforcement(enum.StrEnum):
+    ENFORCE = "Enforce"
+    WARN = "Warn"
+    AUDIT = "Audit"
+
+
+@dataclass(frozen=True)
+class TrustPolicy:
+    """A parsed `TrustPolicy`. Selectors are ANDed and a missing selector selects everything;
+    with `encryptedImages`, only pods using a matching image are selected."""
+
+    name: str
+    namespace_selector: LabelSelector = SELECT_ALL
+    pod_selector: LabelSelector = SELECT_ALL
+    encrypted_images: tuple[str, ...] = ()
+    required_levels: frozenset[str] = ALL_LEVELS
+    required_asset_tags: Mapping[str, str] = MappingProxyType({})
+    enforcement: Enforcement = Enforcement.ENFORCE
+    error: str | None = None
+
+    def selects(self, pod: PodFacts, namespace_labels: Mapping[str, str]) -> bool:
+        if self.error is not None:
+            return True  # fail closed: a policy we cannot read may select anyone
+        if not self.namespace_selector.matches(namespace_labels) or not self.pod_selector.matches(pod.labels):
+            return False
+        if self.encrypted_images:
+            return any(self.encrypted_image(image) for image in pod.images)
+        return True
+
+    def encrypted_image(self, image: str) -> bool:
+        return any(fnmatchcase(image, pattern) for pattern in self.encrypted_images)
+
+    @classmethod
+    def from_resource(cls, resource: Mapping[str, Any]) -> TrustPolicy:
+        """Parse a TrustPolicy object. A malformed one is kept, marked with its error, and fails closed."""
+        name = str((resource.get("metadata") or {}).get("name") or "<unnamed>")
+        try:
+            return _parse_policy(name, resource.get("spec") or {})
+        except (PolicyError, SelectorError, TypeError, AttributeError) as error:
+            return cls(name=name, error=f"TrustPolicy {name} is invalid: {error}")
+
+
+def _parse_policy(name: str, spec: Mapping[str, Any]) -> TrustPolicy:
+    if not isinstance(spec, Mapping):
+        raise PolicyError("spec must be an object")
+    images = spec.get("encryptedImages") or []
+    if not isinstance(images, list) or not all(isinstance(i, str) and i for i in images):
+        raise PolicyError("encryptedImages must be a list of image patterns")
+    levels = spec.get("requiredLevels")
+    if levels is None:
+        required_levels = ALL_LEVELS
+    elif isinstance(levels, list) and levels and set(levels) <= ALL_LEVELS:
+        required_levels = frozenset(levels)
+    else:
+        raise PolicyError(f"requiredLevels must be a non-empty list of {', '.join(LEVELS)}")
+    tags = spec.get("requiredAssetTags") or {}
+    if not isinstance(tags, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+        raise PolicyError("requiredAssetTags must map strings to strings")
+    try:
+        enforcement = Enforcement(spec.get("enforcement") or "Enforce")
+    except ValueError:
+        raise PolicyError("enforcement must be Enforce, Warn or Audit") from None
+    return TrustPolicy(
+        name=name,
+        namespace_selector=parse_label_selector(spec.get("namespaceSelector")),
+        pod_selector=parse_label_selector(spec.get("podSelector")),
+        encrypted_images=tuple(images),
+        required_levels=required_levels,
+        required_asset_tags=MappingProxyType(dict(tags)),
+        enforcement=enforcement,
+    )
+
+
+@dataclass(frozen=True)
+class PodFacts:
+    """What trust decisions read from a Pod."""
+
+    namespace: str
+    name: str
+    labels: Mapping[str, str]
+    images: tuple[str, ...]
+    constraints: NodeConstraints
+    node_name: str
+
+
+def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
+    """Parse a `v1.Pod`; raises `PolicyError` when its node constraints are malformed."""
+    if not isinstance(pod, Mapping):
+        raise PolicyError("pod must be an object")
+    metadata, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+    if not isinstance(metadata, Mapping) or not isinstance(spec, Mapping):
+        raise PolicyError("pod metadata and spec must be objects")
+    labels = metadata.get("labels") or {}
+    if not isinstance(labels, Mapping):
+        raise PolicyError("pod labels must be an object")
+    try:
+        constraints = parse_node_constraints(spec)
+    except SelectorError as error:
+        raise PolicyError(f"pod node constraints: {error}") from None
+    return PodFacts(
+        namespace=str(metadata.get("namespace") or ""),
+        name=str(metadata.get("name") or metadata.get("generateName") or ""),
+        labels=labels,
+        images=tuple(_images(spec)),
+        constraints=constraints,
+        node_name=str(spec.get("nodeName") or ""),
+    )
+
+
+def _images(spec: Mapping[str, Any]) -> Iterable[str]:
+    for kind in ("initContainers", "containers", "ephemeralContainers"):
+        containers = spec.get(kind) or []
+        if not isinstance(containers, list):
+            raise PolicyError(f"spec.{kind} must be a list")
+        for container in containers:
+            if not isinstance(container, Mapping):
+                raise PolicyError(f"spec.{kind} entries must be objects")
+            image = container.get("image")
+            if isinstance(image, str):
+                yield image
+
+
+@dataclass(frozen=True)
+class Source:
+    """One reason a pod requires trust: its own node constraints, or a TrustPolicy."""
+
+    name: str
+    enforcement: Enforcement
+    levels: frozenset[str]
+    asset_tags: Mapping[str, str] = MappingProxyType({})
+    policy_error: str | None = None
+
+
+@dataclass(frozen=True)
+class TrustRequirement:
+    sources: tuple[Source, ...]
+    constraints: NodeConstraints | None  # the pod's constraints, when they use trust labels
+    constraints_use_other_labels: bool = False
+
+    @property
+    def enforced(self) -> bool:
+        return any(s.enforcement is Enforcement.ENFORCE for s in self.sources)
+
+    @property
+    def policies(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.sources)
+
+
+def requirement_for(
+    pod: PodFacts, namespace_labels: Mapping[str, str], policies: Sequence[TrustPolicy]
+) -> TrustRequirement | None:
+    """The pod's trust requirement, or None when it needs no trust."""
+    selected = [p for p in policies if p.selects(pod, namespace_labels)]
+    keys = pod.constraints.keys()
+    uses_trust = any(_demands_trust(r) for r in pod.constraints.requirements())
+    if not selected and not uses_trust:
+        return None
+    sources = [
+        Source(
+            name=f"TrustPolicy {p.name}",
+            enforcement=p.enforcement,
+            levels=p.required_levels,
+            asset_tags=p.required_asset_tags,
+            policy_error=p.error,
+        )
+        for p in selected
+    ]
+    if uses_trust:
+        narrowed = frozenset().union(*(p.required_levels for p in selected)) if selected else ALL_LEVELS
+        sources.insert(0, Source(name=NODE_AFFINITY, enforcement=Enforcement.ENFORCE, levels=narrowed))
+    return TrustRequirement(
+        sources=tuple(sources),
+        constraints=pod.constraints if uses_trust else None,
+        constraints_use_other_labels=any(not is_trust_label(k) for k in keys),
+    )
+
+
+def _demands_trust(requirement: Requirement) -> bool:
+    if requirement.key == TRUSTED_LABEL:
+        return requirement.operator == "In" and "true" in requirement.values
+    return requirement.key.startswith(ASSET_LABEL_PREFIX)
+
+
+@dataclass(frozen=True)
+class Failure:
+    source: Source
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    node: str
+    failures: tuple[Failure, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    @property
+    def enforced_failures(self) -> tuple[Failure, ...]:
+        return tuple(f for f in self.failures if f.source.enforcement is Enforcement.ENFORCE)
+
+    @property
+    def blocked(self) -> bool:
+        return bool(self.enforced_failures)
+
+    def reasons(self, failures: Iterable[Failure] | None = None) -> list[str]:
+        """Every distinct failed check, in order."""
+        seen: dict[str, None] = {}
+        for failure in self.failures if failures is None else failures:
+            seen.update(dict.fromkeys(failure.reasons))
+        return list(seen)
+
+
+def evaluate(requirement: TrustRequirement, node: NodeTrust, now: float, skew: float) -> Verdict:
+    """Judge `node` against `requirement` at time `now`."""
+    base = node.failure_at(now, skew)
+    failures: list[Failure] = []
+    for source in requirement.sources:
+        if source.policy_error:
+            reasons = [source.policy_error]
+        elif base:
+            reasons = [base]
+        else:
+            reasons = [
+                f"level {level} not trusted"
+                for level in LEVELS
+                if level in source.levels and level not in node.trusted_levels
+            ]
+            reasons += _asset_tag_reasons(source, node)
+            if source.name == NODE_AFFINITY and requirement.constraints is not None:
+                reasons += _constraint_reasons(requirement, node, trusted=not reasons)
+        if reasons:
+            failures.append(Failure(source=source, reasons=tuple(reasons)))
+    return Verdict(node=node.name, failures=tuple(failures))
+
+
+def _asset_tag_reasons(source: Source, node: NodeTrust) -> list[str]:
+    tags = node.report.asset_tags if node.report else {}
+    reasons = []
+    for tag, wanted in source.asset_tags.items():
+        actual = tags.get(tag)
+        if actual is None:
+            reasons.append(f"asset tag {tag} missing, {source.name} requires {wanted}")
+        elif actual != wanted:
+            reasons.append(f"asset tag {tag}={actual} not in [{wanted}]")
+    return reasons
+
+
+def _constraint_reasons(requirement: TrustRequirement, node: NodeTrust, trusted: bool) -> list[str]:
+    constraints = requirement.constraints
+    assert constraints is not None
+    labels = node.label_view(trusted=trusted, include_unsigned=requirement.constraints_use_other_labels)
+    if constraints.matches(labels, node.name):
+        return []
+    reasons = [_requirement_reason(r, labels) for r in constraints.node_selector if not r.matches(labels)]
+    for term in constraints.terms or ():
+        reasons += [_requirement_reason(r, labels) for r in term.expressions if not r.matches(labels)]
+    reasons = [r for r in reasons if r]
+    return reasons or ["node affinity not satisfied by the node's verified labels"]
+
+
+def _requirement_reason(requirement: Requirement, labels: Mapping[str, str]) -> str:
+    key = requirement.key
+    if not key.startswith(ASSET_LABEL_PREFIX):
+        return "" if key != TRUSTED_LABEL else "node not trusted"
+    tag, value, values = key[len(ASSET_LABEL_PREFIX) :], labels.get(key), ", ".join(requirement.values)
+    op = requirement.operator
+    if op == "In":
+        return (
+            f"asset tag {tag}={value} not in [{values}]"
+            if value is not None
+            else f"asset tag {tag} missing, required in [{values}]"
+        )
+    if op == "NotIn":
+        return f"asset tag {tag}={value} is excluded by [{values}]"
+    if op == "Exists":
+        return f"asset tag {tag} missing"
+    if op == "DoesNotExist":
+        return f"asset tag {tag}={value} present, must be absent"
+    return f"asset tag {tag}={value} fails {requirement.describe()}"

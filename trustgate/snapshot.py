@@ -1,0 +1,88 @@
+"""An immutable view of the cluster that request handlers decide from.
+
+The cluster cache builds a new `Snapshot` whenever a watched object changes and swaps it
+in atomically; a request takes one reference and sees one consistent state throughout.
+Tests build snapshots from plain data with `Snapshot.build`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from trustgate.node import UNKNOWN_NODE, NodeTrust, assess, node_identity, node_labels
+from trustgate.policy import PodFacts, TrustPolicy, TrustRequirement, Verdict, evaluate, requirement_for
+from trustgate.report import ReportVerifier
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    verifier: ReportVerifier
+    synced: bool = False
+    nodes: Mapping[str, NodeTrust] = field(default=_EMPTY)
+    tokens: Mapping[str, str] = field(default=_EMPTY)  # node name -> report token
+    policies: tuple[TrustPolicy, ...] = ()
+    namespaces: Mapping[str, Mapping[str, str]] = field(default=_EMPTY)  # name -> labels
+    pods: Mapping[tuple[str, str], Mapping[str, Any]] = field(default=_EMPTY)  # (namespace, name) -> Pod
+    built_at: float = field(default_factory=time.time)
+
+    @property
+    def skew(self) -> float:
+        return self.verifier.settings.skew_seconds
+
+    def requirement(self, pod: PodFacts) -> TrustRequirement | None:
+        return requirement_for(pod, self.namespaces.get(pod.namespace, _EMPTY), self.policies)
+
+    def node(self, name: str) -> NodeTrust:
+        """The cached trust state of a node; an unknown name fails with its own reason."""
+        found = self.nodes.get(name)
+        return found if found is not None else NodeTrust(name=name, failure=UNKNOWN_NODE)
+
+    def node_from_object(self, node: Mapping[str, Any]) -> NodeTrust:
+        """Trust state for a Node object given by the caller, with the report from the cache."""
+        identity = node_identity(node)
+        labels = node_labels(node)
+        cached = self.nodes.get(identity.name)
+        if cached is not None and cached.identity == identity and cached.labels == labels:
+            return cached
+        return assess(identity, labels, self.tokens.get(identity.name), self.verifier)
+
+    def evaluate(self, requirement: TrustRequirement, node: NodeTrust, now: float | None = None) -> Verdict:
+        return evaluate(requirement, node, time.time() if now is None else now, self.skew)
+
+    @classmethod
+    def build(
+        cls,
+        verifier: ReportVerifier,
+        nodes: Iterable[Mapping[str, Any]] = (),
+        reports: Mapping[str, str] | None = None,
+        policies: Iterable[Mapping[str, Any]] = (),
+        namespaces: Mapping[str, Mapping[str, str]] | None = None,
+        pods: Iterable[Mapping[str, Any]] = (),
+        synced: bool = True,
+    ) -> Snapshot:
+        """A snapshot from plain Kubernetes objects (as JSON) and report tokens by node name."""
+        tokens = dict(reports or {})
+        trusts = {}
+        for node in nodes:
+            identity = node_identity(node)
+            trusts[identity.name] = assess(identity, node_labels(node), tokens.get(identity.name), verifier)
+        return cls(
+            verifier=verifier,
+            synced=synced,
+            nodes=MappingProxyType(trusts),
+            tokens=MappingProxyType(tokens),
+            policies=tuple(TrustPolicy.from_resource(p) for p in policies),
+            namespaces=MappingProxyType(dict(namespaces or {})),
+            pods=MappingProxyType({_pod_key(p): p for p in pods}),
+        )
+
+
+def _pod_key(pod: Mapping[str, Any]) -> tuple[str, str]:
+    metadata = pod.get("metadata") or {}
+    return (metadata.get("namespace") or "", metadata.get("name") or "")
