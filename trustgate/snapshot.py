@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from trustgate.node import UNKNOWN_NODE, NodeTrust, assess, node_identity, node_labels
 from trustgate.policy import PodFacts, TrustPolicy, TrustRequirement, Verdict, evaluate, requirement_for
@@ -86,3 +86,25 @@ class Snapshot:
 def _pod_key(pod: Mapping[str, Any]) -> tuple[str, str]:
     metadata = pod.get("metadata") or {}
     return (metadata.get("namespace") or "", metadata.get("name") or "")
+
+
+class ClusterView(Protocol):
+    """All that request handlers need from the cluster: the current snapshot, and a live read of a pod
+    that the snapshot does not hold (a Binding may name a pod created a moment ago)."""
+
+    def snapshot(self) -> Snapshot: ...
+
+    def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+
+class StaticCluster:
+    """A `ClusterView` over a fixed snapshot, for tests and one-shot tools."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.current = snapshot
+
+    def snapshot(self) -> Snapshot:
+        return self.current
+
+    def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self.current.pods.get((namespace, name))
