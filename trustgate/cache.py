@@ -1,0 +1,355 @@
+"""The cluster cache: watches Nodes, Namespaces, NodeTrustReports, TrustPolicies (and Pods, for
+the webhook) and serves consistent `Snapshot`s to request handlers.
+
+Each resource has a reflector thread: list, then watch from the list's resourceVersion,
+resume from the last seen resourceVersion when a watch ends, relist on 410 Gone, and back
+off on errors. Tokens are verified once, when a report or its node changes, never per
+request. Reads use the kubernetes client's ApiClient with raw JSON: decisions work on plain
+dicts, and skipping model deserialization keeps a 5,000-node relist cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+from trustgate.node import NodeTrust, assess, node_identity, node_labels
+from trustgate.policy import TrustPolicy
+from trustgate.report import NodeIdentity, ReportVerifier
+from trustgate.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+GROUP_VERSION = "trustgate.dev/v1alpha1"
+WATCH_SECONDS = 240
+LIST_PAGE = 500
+
+
+@dataclass(frozen=True)
+class Resource:
+    kind: str
+    path: str
+
+    def key(self, obj: Mapping[str, Any]) -> str:
+        metadata = obj.get("metadata") or {}
+        namespace = metadata.get("namespace")
+        return f"{namespace}/{metadata.get('name')}" if namespace else str(metadata.get("name"))
+
+
+NODES = Resource("Node", "/api/v1/nodes")
+NAMESPACES = Resource("Namespace", "/api/v1/namespaces")
+REPORTS = Resource("NodeTrustReport", f"/apis/{GROUP_VERSION}/nodetrustreports")
+POLICIES = Resource("TrustPolicy", f"/apis/{GROUP_VERSION}/trustpolicies")
+PODS = Resource("Pod", "/api/v1/pods")
+
+
+class Gone(Exception):
+    """The resourceVersion we would resume from is too old (HTTP 410): relist."""
+
+
+class Backoff:
+    """Exponential backoff with jitter, reset after a success."""
+
+    def __init__(self, initial: float = 0.2, maximum: float = 10.0) -> None:
+        self.initial, self.maximum, self.current = initial, maximum, initial
+
+    def next(self) -> float:
+        delay = self.current * random.uniform(0.8, 1.2)
+        self.current = min(self.current * 2, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        self.current = self.initial
+
+
+class Reflector(threading.Thread):
+    """Keeps one resource's objects in step with the API server and reports each change."""
+
+    def __init__(
+        self,
+        api: ApiClient,
+        resource: Resource,
+        on_replace: Callable[[list[dict[str, Any]]], None],
+        on_event: Callable[[str, dict[str, Any]], None],
+        stopping: threading.Event,
+    ) -> None:
+        super().__init__(name=f"reflector-{resource.kind}", daemon=True)
+        self.api, self.resource = api, resource
+        self.on_replace, self.on_event = on_replace, on_event
+        self.stopping = stopping
+        self.synced = threading.Event()
+        self.relists = 0
+        self._response: Any = None
+
+    def run(self) -> None:
+        backoff = Backoff()
+        version: str | None = None
+        while not self.stopping.is_set():
+            try:
+                if version is None:
+                    items, version = self._list()
+                    self.on_replace(items)  # marks the store synced under its lock
+                    self.synced.set()
+                    self.relists += 1
+                version = self._watch(version)
+                backoff.reset()
+            except Gone:
+                log.info("%s watch expired (410 Gone); relisting", self.resource.kind)
+                version = None
+            except Exception as error:  # the API server may be restarting: keep trying, never die
+                delay = backoff.next()
+                log.warning("%s watch failed (%s); retrying in %.1fs", self.resource.kind, error, delay)
+                self.stopping.wait(delay)
+
+    def stop(self) -> None:
+        response = self._response
+        if response is not None:
+            response.close()
+
+    def _get(self, query: list[tuple[str, Any]], timeout: float) -> Any:
+        return self.api.call_api(
+            self.resource.path,
+            "GET",
+            query_params=query,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _return_http_data_only=True,
+            _request_timeout=(5, timeout),
+        )
+
+    def _list(self) -> tuple[list[dict[str, Any]], str]:
+        items: list[dict[str, Any]] = []
+        token = None
+        while True:
+            query: list[tuple[str, Any]] = [("limit", LIST_PAGE)] + ([("continue", token)] if token else [])
+            try:
+                page = json.loads(self._get(query, 60).data)
+            except ApiException as error:
+                if error.status == 410:
+                    items, token = [], None  # the continue token expired mid-list: start over
+                    continue
+                raise
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items, page["metadata"]["resourceVersion"]
+
+    def _watch(self, version: str) -> str:
+        seconds = int(WATCH_SECONDS * random.uniform(0.9, 1.1))
+        query = [
+            ("watch", "true"),
+            ("resourceVersion", version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", seconds),
+        ]
+        try:
+            response = self._get(query, seconds + 30)
+        except ApiException as error:
+            if error.status == 410:
+                raise Gone() from None
+            raise
+        self._response = response
+        try:
+            for line in iter_resp_lines(response):
+                event = json.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise Gone()
+                    raise RuntimeError(f"watch error: {obj.get('message')}")
+                version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                if kind != "BOOKMARK":
+                    self.on_event(kind, obj)
+                if self.stopping.is_set():
+                    break
+        finally:
+            self._response = None
+            response.release_conn()
+        return version
+
+
+@dataclass(frozen=True)
+class _NodeFacts:
+    identity: NodeIdentity
+    labels: Mapping[str, str]
+
+
+class ClusterCache:
+    """A `ClusterView` fed by watches. `snapshot()` is cheap: it rebuilds only after a change."""
+
+    def __init__(self, api: ApiClient, verifier: ReportVerifier, watch_pods: bool = False) -> None:
+        self.api, self.verifier = api, verifier
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._nodes: dict[str, _NodeFacts] = {}
+        self._tokens: dict[str, str] = {}
+        self._trust: dict[str, NodeTrust] = {}
+        self._policies: dict[str, TrustPolicy] = {}
+        self._namespaces: dict[str, Mapping[str, str]] = {}
+        self._pods: dict[tuple[str, str], Mapping[str, Any]] = {}
+        self._snapshot: Snapshot | None = None
+        self._listeners: list[Callable[[set[str]], None]] = []
+        self._synced_kinds: set[str] = set()
+        resources = [NODES, NAMESPACES, REPORTS, POLICIES] + ([PODS] if watch_pods else [])
+        self.reflectors = [Reflector(api, r, self._replacer(r), self._handler(r), self._stopping) for r in resources]
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> ClusterCache:
+        for reflector in self.reflectors:
+            reflector.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for reflector in self.reflectors:
+            reflector.stop()
+
+    @property
+    def synced(self) -> bool:
+        return len(self._synced_kinds) == len(self.reflectors)
+
+    def wait_synced(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        return all(r.synced.wait(max(0.0, deadline - time.monotonic())) for r in self.reflectors)
+
+    def add_listener(self, listener: Callable[[set[str]], None]) -> None:
+        """Call `listener(node_names)` after any change that may alter those nodes' trust."""
+        self._listeners.append(listener)
+
+    # --- ClusterView ---------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        current = self._snapshot
+        if current is not None:
+            return current
+        with self._lock:
+            if self._snapshot is None:
+                self._snapshot = Snapshot(
+                    verifier=self.verifier,
+                    synced=self.synced,
+                    nodes=MappingProxyType(dict(self._trust)),
+                    tokens=MappingProxyType(dict(self._tokens)),
+                    policies=tuple(self._policies.values()),
+                    namespaces=MappingProxyType(dict(self._namespaces)),
+                    pods=MappingProxyType(dict(self._pods)),
+                )
+            return self._snapshot
+
+    def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        try:
+            response = self.api.call_api(
+                f"/api/v1/namespaces/{namespace}/pods/{name}",
+                "GET",
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+                _request_timeout=(2, 3),
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return json.loads(response.data)
+
+    # --- store updates -------------------------------------------------------------------------
+
+    def _replacer(self, resource: Resource) -> Callable[[list[dict[str, Any]]], None]:
+        def replace(items: list[dict[str, Any]]) -> None:
+            with self._lock:
+                changed = self._clear(resource)
+                for obj in items:
+                    changed |= self._apply(resource, "ADDED", obj)
+                self._synced_kinds.add(resource.kind)
+                self._changed()
+            self._notify(changed)
+
+        return replace
+
+    def _handler(self, resource: Resource) -> Callable[[str, dict[str, Any]], None]:
+        def handle(kind: str, obj: dict[str, Any]) -> None:
+            with self._lock:
+                changed = self._apply(resource, kind, obj)
+                self._changed()
+            self._notify(changed)
+
+        return handle
+
+    def _clear(self, resource: Resource) -> set[str]:
+        if resource is NODES:
+            names = set(self._nodes)
+            self._nodes.clear()
+        elif resource is REPORTS:
+            names = set(self._tokens)
+            self._tokens.clear()
+        else:
+            {POLICIES: self._policies, NAMESPACES: self._namespaces, PODS: self._pods}[resource].clear()
+            return set()
+        for name in names:
+            self._reassess(name)
+        return names
+
+    def _apply(self, resource: Resource, kind: str, obj: dict[str, Any]) -> set[str]:
+        deleted = kind == "DELETED"
+        metadata = obj.get("metadata") or {}
+        name = metadata.get("name") or ""
+        if resource is NODES:
+            if deleted:
+                self._nodes.pop(name, None)
+            else:
+                self._nodes[name] = _NodeFacts(node_identity(obj), node_labels(obj))
+        elif resource is REPORTS:
+            if deleted:
+                self._tokens.pop(name, None)
+            else:
+                token = (obj.get("spec") or {}).get("token")
+                self._tokens[name] = token if isinstance(token, str) else ""
+        elif resource is POLICIES:
+            if deleted:
+                self._policies.pop(name, None)
+            else:
+                self._policies[name] = TrustPolicy.from_resource(obj)
+            return set()
+        elif resource is NAMESPACES:
+            if deleted:
+                self._namespaces.pop(name, None)
+            else:
+                self._namespaces[name] = MappingProxyType(dict(metadata.get("labels") or {}))
+            return set()
+        else:
+            key = (metadata.get("namespace") or "", name)
+            if deleted:
+                self._pods.pop(key, None)
+            else:
+                self._pods[key] = {"metadata": metadata, "spec": obj.get("spec") or {}}
+            return set()
+        self._reassess(name)
+        return {name}
+
+    def _reassess(self, name: str) -> None:
+        facts = self._nodes.get(name)
+        if facts is None:
+            self._trust.pop(name, None)
+            return
+        self._trust[name] = assess(facts.identity, facts.labels, self._tokens.get(name), self.verifier)
+
+    def _changed(self) -> None:
+        self._snapshot = None
+
+    def _notify(self, names: set[str]) -> None:
+        if names:
+            for listener in self._listeners:
+                listener(names)

@@ -1,0 +1,181 @@
+"""The label controller: mirrors each node's verified trust into the labels trustgate owns.
+
+Runs on the cluster cache. A node is reconciled when its Node or report changes and again
+at the moment its report stops being valid (a timer, not the next event). Only the leader
+of a `coordination.k8s.io` Lease writes, and it patches only `trustgate.dev/trusted` and
+`asset.trustgate.dev/*`, never anyone else's labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.leaderelection import electionconfig, leaderelection
+from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
+
+from trustgate.cache import ClusterCache
+from trustgate.config import ConfigError, add_arguments, settings_from_args
+from trustgate.labels import desired_labels, is_trust_label
+from trustgate.node import NodeTrust
+from trustgate.policy import ALL_LEVELS
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "trustgate-label-controller"
+
+
+def label_patch(trust: NodeTrust, now: float, skew: float) -> dict[str, str | None]:
+    """The label changes that bring `trust.labels` to the desired owned labels (None deletes)."""
+    trusted = trust.failure_at(now, skew) is None and trust.trusted_levels >= ALL_LEVELS
+    desired = desired_labels(trusted, trust.report.asset_tags if trust.report and trusted else {})
+    current = {k: v for k, v in trust.labels.items() if is_trust_label(k)}
+    patch: dict[str, str | None] = {k: v for k, v in desired.items() if current.get(k) != v}
+    patch.update({k: None for k in current if k not in desired})
+    return patch
+
+
+def next_change(trust: NodeTrust, now: float, skew: float) -> float | None:
+    """When the node's trust will change by the clock alone (expiry, or becoming valid)."""
+    report = trust.report
+    if report is None or trust.failure is not None:
+        return None
+    moments = [report.expires_at + skew, report.issued_at - skew]
+    if report.not_before is not None:
+        moments.append(report.not_before - skew)
+    future = [m for m in moments if m > now]
+    return min(future) if future else None
+
+
+class LabelController:
+    def __init__(
+        self,
+        cache: ClusterCache,
+        patch_node: Callable[[str, dict[str, Any]], Any],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cache, self.patch_node, self.clock = cache, patch_node, clock
+        self.leading = threading.Event()
+        self._wake = threading.Condition()
+        self._dirty: set[str] = set()
+        self._timers: list[tuple[float, str]] = []
+        self._stopping = threading.Event()
+        self.patches = 0
+        cache.add_listener(self.mark_dirty)
+
+    def mark_dirty(self, names: set[str]) -> None:
+        with self._wake:
+            self._dirty |= names
+            self._wake.notify()
+
+    def start_leading(self) -> None:
+        log.info("leading: reconciling all node labels")
+        self.leading.set()
+        self.mark_dirty(set(self.cache.snapshot().nodes))
+
+    def stop_leading(self) -> None:
+        log.info("lost leadership: no longer writing labels")
+        self.leading.clear()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._wake:
+            self._wake.notify()
+
+    def run(self) -> None:
+        while not self.cache.wait_synced(1.0):
+            if self._stopping.is_set():
+                return
+        self.mark_dirty(set(self.cache.snapshot().nodes))
+        while not self._stopping.is_set():
+            names = self._next_batch()
+            if self.leading.is_set():
+                for name in names:
+                    self._reconcile(name)
+
+    def _next_batch(self) -> set[str]:
+        with self._wake:
+            while not self._stopping.is_set():
+                now = self.clock()
+                while self._timers and self._timers[0][0] <= now:
+                    self._dirty.add(heapq.heappop(self._timers)[1])
+                if self._dirty:
+                    names, self._dirty = self._dirty, set()
+                    return names
+                timeout = self._timers[0][0] - now if self._timers else None
+                self._wake.wait(timeout)
+            return set()
+
+    def _reconcile(self, name: str) -> None:
+        snapshot = self.cache.snapshot()
+        trust = snapshot.nodes.get(name)
+        if trust is None:
+            return
+        now = self.clock()
+        patch = label_patch(trust, now, snapshot.skew)
+        if patch:
+            try:
+                self.patch_node(name, {"metadata": {"labels": patch}})
+                self.patches += 1
+                log.info("node %s labels %s", name, patch)
+            except Exception as error:  # retried: the node stays dirty until a patch lands
+                log.warning("patching labels of node %s failed: %s", name, error)
+                with self._wake:
+                    heapq.heappush(self._timers, (now + 1.0, name))
+                return
+        due = next_change(trust, now, snapshot.skew)
+        if due is not None:
+            with self._wake:
+                heapq.heappush(self._timers, (due, name))
+
+
+def run_leader_election(controller: LabelController, namespace: str, identity: str) -> None:
+    """Campaign for the Lease forever; `LeaderElection.run` returns when leadership is lost."""
+    while True:
+        lock = LeaseLock(LEASE_NAME, namespace, identity)
+        election = electionconfig.Config(
+            lock,
+            lease_duration=15,
+            renew_deadline=10,
+            retry_period=2,
+            onstarted_leading=controller.start_leading,
+            onstopped_leading=controller.stop_leading,
+        )
+        leaderelection.LeaderElection(election).run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="trustgate-labeler", description=__doc__.splitlines()[0])
+    add_arguments(parser, serving=False)
+    parser.add_argument("--identity", default=os.environ.get("POD_NAME") or socket.gethostname())
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        settings.check(serving=False)
+    except ConfigError as error:
+        print(f"trustgate-labeler: {error}")
+        return 2
+    if settings.kubeconfig:
+        config.load_kube_config(settings.kubeconfig)
+    else:
+        config.load_incluster_config()
+    cache = ClusterCache(client.ApiClient(), settings.verifier()).start()
+    core = client.CoreV1Api()
+    controller = LabelController(cache, lambda name, body: core.patch_node(name, body))
+    threading.Thread(
+        target=run_leader_election, args=(controller, settings.namespace, args.identity), daemon=True
+    ).start()
+    signal.signal(signal.SIGTERM, lambda *_: controller.stop())
+    controller.run()
+    cache.stop()
+    return 0
