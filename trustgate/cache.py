@@ -54,6 +54,38 @@ POLICIES = Resource("TrustPolicy", f"/apis/{GROUP_VERSION}/trustpolicies")
 PODS = Resource("Pod", "/api/v1/pods")
 
 
+def _get(api: ApiClient, path: str, query: list[tuple[str, Any]], timeout: float) -> Any:
+    return api.call_api(
+        path,
+        "GET",
+        query_params=query,
+        header_params={"Accept": "application/json"},
+        auth_settings=["BearerToken"],
+        _preload_content=False,
+        _return_http_data_only=True,
+        _request_timeout=(5, timeout),
+    )
+
+
+def list_objects(api: ApiClient, resource: Resource) -> tuple[list[dict[str, Any]], str]:
+    """Every object of `resource` as plain JSON, page by page, and the list's resourceVersion."""
+    items: list[dict[str, Any]] = []
+    token = None
+    while True:
+        query: list[tuple[str, Any]] = [("limit", LIST_PAGE)] + ([("continue", token)] if token else [])
+        try:
+            page = json.loads(_get(api, resource.path, query, 60).data)
+        except ApiException as error:
+            if error.status == 410:
+                items, token = [], None  # the continue token expired mid-list: start over
+                continue
+            raise
+        items.extend(page.get("items") or [])
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return items, page["metadata"]["resourceVersion"]
+
+
 class Gone(Exception):
     """The resourceVersion we would resume from is too old (HTTP 410): relist."""
 
@@ -118,33 +150,10 @@ class Reflector(threading.Thread):
             response.close()
 
     def _get(self, query: list[tuple[str, Any]], timeout: float) -> Any:
-        return self.api.call_api(
-            self.resource.path,
-            "GET",
-            query_params=query,
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _return_http_data_only=True,
-            _request_timeout=(5, timeout),
-        )
+        return _get(self.api, self.resource.path, query, timeout)
 
     def _list(self) -> tuple[list[dict[str, Any]], str]:
-        items: list[dict[str, Any]] = []
-        token = None
-        while True:
-            query: list[tuple[str, Any]] = [("limit", LIST_PAGE)] + ([("continue", token)] if token else [])
-            try:
-                page = json.loads(self._get(query, 60).data)
-            except ApiException as error:
-                if error.status == 410:
-                    items, token = [], None  # the continue token expired mid-list: start over
-                    continue
-                raise
-            items.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return items, page["metadata"]["resourceVersion"]
+        return list_objects(self.api, self.resource)
 
     def _watch(self, version: str) -> str:
         seconds = int(WATCH_SECONDS * random.uniform(0.9, 1.1))
@@ -250,15 +259,7 @@ class ClusterCache:
 
     def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         try:
-            response = self.api.call_api(
-                f"/api/v1/namespaces/{namespace}/pods/{name}",
-                "GET",
-                header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _return_http_data_only=True,
-                _request_timeout=(2, 3),
-            )
+            response = _get(self.api, f"/api/v1/namespaces/{namespace}/pods/{name}", [], 3)
         except ApiException as error:
             if error.status == 404:
                 return None

@@ -91,17 +91,14 @@ def _read_token(source: str) -> str:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    keys = KeySet.load(args.jwks or (), args.pem or ())
-    settings = VerifierSettings(
-        issuers=frozenset(args.issuer), skew_seconds=args.skew, max_lifetime_seconds=args.max_lifetime
-    )
+    verifier = _verifier(args)
     try:
         token = _read_token(args.token)
     except OSError as exc:
         raise UsageError(f"cannot read token {args.token}: {exc.strerror}") from None
     node = NodeIdentity(name=args.node, system_uuid=args.system_uuid, boot_id=args.boot_id or "")
     try:
-        report = ReportVerifier(keys, settings).verify_for(token, node, time.time())
+        report = verifier.verify_for(token, node, time.time())
     except ReportError as error:
         print(f"trust report rejected: {error.reason}", file=sys.stderr)
         return EXIT_REJECTED
@@ -120,6 +117,49 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print("UNVERIFIED: the signature and claims below have NOT been checked; use `trustctl verify`.")
     print(json.dumps({"header": header, "claims": payload}, indent=2, sort_keys=True))
     return EXIT_OK
+
+
+def _verifier(args: argparse.Namespace) -> ReportVerifier:
+    keys = KeySet.load(args.jwks or (), args.pem or ())
+    return ReportVerifier(
+        keys,
+        VerifierSettings(
+            issuers=frozenset(args.issuer), skew_seconds=args.skew, max_lifetime_seconds=args.max_lifetime
+        ),
+    )
+
+
+# The cluster commands import the kubernetes client lazily: keygen, sign and verify start fast without it.
+def cmd_publish(args: argparse.Namespace) -> int:
+    from trustgate.inventory import api_client, publish
+
+    try:
+        token = _read_token(args.token)
+    except OSError as exc:
+        raise UsageError(f"cannot read token {args.token}: {exc.strerror}") from None
+    outcome = publish(api_client(args.kubeconfig), args.node, token)
+    print(f"nodetrustreport/{args.node} {outcome}")
+    return EXIT_OK
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    from trustgate.inventory import NODE_HEADERS, api_client, cluster_rows, format_table
+
+    rows = cluster_rows(api_client(args.kubeconfig), _verifier(args))
+    if args.json:
+        for row in rows:
+            print(json.dumps(row.__dict__ | {"failing_levels": list(row.failing_levels)}, sort_keys=True))
+    else:
+        print(format_table(NODE_HEADERS, [row.cells() for row in rows]))
+    return EXIT_OK if all(row.trusted for row in rows) or not args.fail_untrusted else EXIT_REJECTED
+
+
+def _add_key_options(parser: argparse.ArgumentParser, issuer_required: bool = True) -> None:
+    parser.add_argument("--jwks", action="append", help="JWKS file (repeatable)")
+    parser.add_argument("--pem", action="append", help="PEM public key file (repeatable)")
+    parser.add_argument("--issuer", action="append", required=issuer_required, help="trusted issuer (repeatable)")
+    parser.add_argument("--skew", type=parse_duration, default=30.0)
+    parser.add_argument("--max-lifetime", type=parse_duration, default=24 * 3600.0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,28 +186,37 @@ def build_parser() -> argparse.ArgumentParser:
     sign.set_defaults(handler=cmd_sign)
 
     verify = commands.add_parser("verify", help="verify a report for a node identity")
-    verify.add_argument("--jwks", action="append", help="JWKS file (repeatable)")
-    verify.add_argument("--pem", action="append", help="PEM public key file (repeatable)")
-    verify.add_argument("--issuer", action="append", required=True, help="trusted issuer (repeatable)")
+    _add_key_options(verify)
     verify.add_argument("--node", required=True)
     verify.add_argument("--system-uuid", required=True)
     verify.add_argument("--boot-id")
-    verify.add_argument("--skew", type=parse_duration, default=30.0)
-    verify.add_argument("--max-lifetime", type=parse_duration, default=24 * 3600.0)
     verify.add_argument("token", nargs="?", default="-", help="token file, or - for stdin (default)")
     verify.set_defaults(handler=cmd_verify)
 
     inspect = commands.add_parser("inspect", help="show a token's header and claims WITHOUT verifying")
     inspect.add_argument("token", help="the token, a file holding it, or - for stdin")
     inspect.set_defaults(handler=cmd_inspect)
+
+    publish = commands.add_parser("publish", help="create or replace a node's NodeTrustReport")
+    publish.add_argument("--kubeconfig", help="default: in-cluster service account")
+    publish.add_argument("--node", required=True)
+    publish.add_argument("token", nargs="?", default="-", help="token file, or - for stdin (default)")
+    publish.set_defaults(handler=cmd_publish)
+
+    nodes = commands.add_parser("nodes", help="a table of nodes and their verified trust")
+    nodes.add_argument("--kubeconfig", help="default: in-cluster service account")
+    _add_key_options(nodes)
+    nodes.add_argument("--json", action="store_true", help="one JSON object per node")
+    nodes.add_argument("--fail-untrusted", action="store_true", help="exit 1 when any node is not trusted")
+    nodes.set_defaults(handler=cmd_nodes)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "verify" and not (args.jwks or args.pem):
-        parser.error("verify needs --jwks or --pem")
+    if args.command in ("verify", "nodes") and not (args.jwks or args.pem):
+        parser.error(f"{args.command} needs --jwks or --pem")
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

@@ -148,6 +148,8 @@ def keys_from_jwks(document: Any, source: str = "JWKS", issuers: frozenset[str] 
         key = _jwk_to_public_key(jwk, where)
         algorithms = algorithms_for(key)
         if "alg" in jwk:
+            if not isinstance(jwk["alg"], str):
+                raise KeyConfigError(f"{where} (kid {kid}): 'alg' must be a string")
             algorithms = algorithms & {jwk["alg"]}
         if not algorithms:
             raise KeyConfigError(
@@ -172,7 +174,8 @@ def key_from_pem(data: bytes, source: str = "PEM", issuers: frozenset[str] | Non
 
 def _jwk_to_public_key(jwk: Mapping[str, Any], where: str) -> PublicKey:
     loaders = {"EC": ECAlgorithm, "RSA": RSAAlgorithm, "OKP": OKPAlgorithm}
-    loader = loaders.get(jwk.get("kty"))  # type: ignore[arg-type]
+    kty = jwk.get("kty")
+    loader = loaders.get(kty) if isinstance(kty, str) else None
     if loader is None:
         raise KeyConfigError(f"{where}: unsupported key type {jwk.get('kty')!r} (use EC, RSA or OKP)")
     try:

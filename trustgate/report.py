@@ -163,6 +163,8 @@ class ReportVerifier:
 
     def verify(self, token: str) -> TrustReport:
         """The report's verified claims; raises `ReportError` with the reason otherwise."""
+        if not isinstance(token, str):  # before the cache lookup: a list or dict is not even hashable
+            raise MalformedReport("token is not a string")
         outcome = self._cache.get(token)
         if outcome is None:
             try:
@@ -197,8 +199,9 @@ class ReportVerifier:
         header_b64, payload_b64, signature_b64 = token.split(".")
         header = _decode_json_object(header_b64, "header")
         alg = header.get("alg")
-        if alg not in ALLOWED_ALGORITHMS:
-            raise SignatureError(f"algorithm {alg!r} not allowed (allowed: {', '.join(sorted(ALLOWED_ALGORITHMS))})")
+        if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
+            allowed = ", ".join(sorted(ALLOWED_ALGORITHMS))
+            raise SignatureError(f"algorithm {alg!r:.64} not allowed (allowed: {allowed})")
         for name in _KEY_BEARING_HEADERS:
             if name in header:
                 raise SignatureError(f"token header carries key material ({name}); keys come only from configuration")
@@ -317,7 +320,7 @@ def _date_claim(claims: Mapping[str, Any], name: str) -> float:
     value = _required(claims, name)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ClaimError(f"claim {name} must be a NumericDate (seconds since the epoch)")
-    if not math.isfinite(value) or not 0 <= value < _MAX_NUMERIC_DATE:
+    if not 0 <= value < _MAX_NUMERIC_DATE or not math.isfinite(value):  # range first: huge ints overflow isfinite
         raise ClaimError(f"claim {name} is out of range")
     return float(value)
 

@@ -57,7 +57,7 @@ def parse_requirement(expression: Any, operators: frozenset[str]) -> Requirement
     key, operator, values = expression.get("key"), expression.get("operator"), expression.get("values") or []
     if not isinstance(key, str) or not key:
         raise SelectorError("a match expression needs a key")
-    if operator not in operators:
+    if not isinstance(operator, str) or operator not in operators:
         raise SelectorError(f"operator {operator!r} of key {key} is not one of {', '.join(sorted(operators))}")
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise SelectorError(f"values of key {key} must be a list of strings")
