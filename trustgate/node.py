@@ -26,10 +26,10 @@ class NodeTrust:
     """A node's trust state. `failure` is set when the report is absent, invalid or bound elsewhere."""
 
     name: str
-    labels: Mapping[str, str] = _EMPTY
+    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     report: TrustReport | None = None
     failure: str | None = NO_REPORT
-    signed_labels: Mapping[str, str] = field(default=_EMPTY)  # asset labels from the verified report
+    signed_labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # asset labels from the verified report
     trusted_levels: frozenset[str] = frozenset()
     identity: NodeIdentity | None = None
 

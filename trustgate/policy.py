@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from types import MappingProxyType
 from typing import Any
@@ -53,7 +53,7 @@ class TrustPolicy:
     pod_selector: LabelSelector = SELECT_ALL
     encrypted_images: tuple[str, ...] = ()
     required_levels: frozenset[str] = ALL_LEVELS
-    required_asset_tags: Mapping[str, str] = MappingProxyType({})
+    required_asset_tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     enforcement: Enforcement = Enforcement.ENFORCE
     error: str | None = None
 
@@ -166,7 +166,7 @@ class Source:
     name: str
     enforcement: Enforcement
     levels: frozenset[str]
-    asset_tags: Mapping[str, str] = MappingProxyType({})
+    asset_tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     policy_error: str | None = None
 
 

@@ -24,11 +24,13 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 class Snapshot:
     verifier: ReportVerifier
     synced: bool = False
-    nodes: Mapping[str, NodeTrust] = field(default=_EMPTY)
-    tokens: Mapping[str, str] = field(default=_EMPTY)  # node name -> report token
+    nodes: Mapping[str, NodeTrust] = field(default_factory=lambda: _EMPTY)
+    tokens: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # node name -> report token
     policies: tuple[TrustPolicy, ...] = ()
-    namespaces: Mapping[str, Mapping[str, str]] = field(default=_EMPTY)  # name -> labels
-    pods: Mapping[tuple[str, str], Mapping[str, Any]] = field(default=_EMPTY)  # (namespace, name) -> Pod
+    namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: _EMPTY)  # name -> labels
+    pods: Mapping[tuple[str, str], Mapping[str, Any]] = field(
+        default_factory=lambda: _EMPTY
+    )  # (namespace, name) -> Pod
     built_at: float = field(default_factory=time.time)
 
     @property
