@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) controlplane
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -27,3 +27,17 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# A real control plane (built once from the Go module proxy, cached in ~/.cache/trustgate) with trustgate.
+.PHONY: controlplane dev-up dev-down demo
+controlplane:
+	bash tests/e2e/controlplane/build.sh
+
+dev-up: $(STAMP) controlplane
+	$(BIN)/python tests/e2e/devstack.py up
+
+dev-down: $(STAMP)
+	$(BIN)/python tests/e2e/devstack.py down
+
+demo: dev-up
+	$(BIN)/python tests/e2e/demo.py

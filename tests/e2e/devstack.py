@@ -1,0 +1,286 @@
+"""The development stack: the real control plane with trustgate wired in, on 127.0.0.1.
+
+`python tests/e2e/devstack.py up|down|status` (what `make dev-up` / `make dev-down` run), and the
+`DevStack` class the end-to-end tests share. It uses the manifests of `deploy/` (CRDs, RBAC, the
+scheduler configuration, the ValidatingWebhookConfiguration) adapted only where loopback requires
+it (URLs instead of in-cluster Services), and runs each trustgate service with its own client
+certificate identity, so the RBAC rules are exercised as deployed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from controlplane import cluster
+from controlplane.cluster import ControlPlane
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+NAMESPACE = "trustgate-system"
+ISSUER = "https://aias.trustgate.dev.local"
+SERVICES = ("extender", "webhook", "labeler")
+IDENTITY = {
+    "extender": "system:serviceaccount:trustgate-system:trustgate-extender",
+    "labeler": "system:serviceaccount:trustgate-system:trustgate-extender",
+    "webhook": "system:serviceaccount:trustgate-system:trustgate-webhook",
+}
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def _load_yaml(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+@dataclass
+class DevStack:
+    workdir: Path = ROOT / ".dev"
+    workers: int = 2
+    ports: dict[str, int] = field(default_factory=dict)
+    _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir).resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.logs = self.workdir / "logs"
+        self.logs.mkdir(exist_ok=True)
+        self.cp = ControlPlane(self.workdir)
+        self.issuer_key = self.workdir / "issuer.key"
+        self.jwks = self.workdir / "issuer.jwks.json"
+        self.audit_log = self.workdir / "audit.jsonl"
+        self.services_file = self.workdir / "services.json"
+        self.ports = self.ports or dict(zip(("extender", "webhook"), cluster.free_ports(2), strict=True))
+
+    # --- URLs and files ------------------------------------------------------------------
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.cp.kubeconfig
+
+    @property
+    def ca_file(self) -> Path:
+        return self.cp.pki_dir / "ca.crt"
+
+    def url(self, service: str) -> str:
+        return f"https://127.0.0.1:{self.ports[service]}"
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def up(self) -> DevStack:
+        self._issuer()
+        self._certificates()
+        self.cp.scheduler_config = self._scheduler_config()
+        self.cp.start()
+        self.kubectl("apply", "-f", str(DEPLOY / "crds.yaml"), "-f", str(DEPLOY / "namespace.yaml"))
+        self.kubectl("apply", "-f", str(DEPLOY / "rbac.yaml"))
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/nodetrustreports.trustgate.dev")
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/trustpolicies.trustgate.dev")
+        for service in SERVICES:
+            self.start_service(service)
+        self._register_webhook()
+        self._write_endpoints()
+        return self
+
+    def down(self) -> None:
+        for service in SERVICES:
+            self.stop_service(service)
+        _stop_recorded_services(self.workdir)
+        self.cp.stop()
+
+    def start_service(self, service: str, wait: bool = True) -> None:
+        log = open(self.logs / f"trustgate-{service}.log", "ab")  # noqa: SIM115 - owned by the child
+        process = subprocess.Popen(self.service_argv(service), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        self._procs[service] = process
+        self._record()
+        if wait and service != "labeler":
+            self.wait_ready(service)
+
+    def stop_service(self, service: str) -> None:
+        process = self._procs.pop(service, None)
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            self._record()
+
+    def service_argv(self, service: str) -> list[str]:
+        common = [
+            f"--issuer={ISSUER}",
+            f"--jwks={self.jwks}",
+            f"--kubeconfig={self.workdir / f'trustgate-{service}.kubeconfig'}",
+            f"--namespace={NAMESPACE}",
+        ]
+        if service == "labeler":
+            return [_bin("trustgate-labeler"), *common, "--identity=dev-labeler"]
+        tls = [
+            f"--bind=127.0.0.1:{self.ports[service]}",
+            f"--tls-cert={self.workdir / f'{service}.crt'}",
+            f"--tls-key={self.workdir / f'{service}.key'}",
+            f"--workers={self.workers}",
+        ]
+        if service == "extender":
+            tls.append(f"--client-ca={self.ca_file}")
+        else:
+            tls.append(f"--audit-log={self.audit_log}")
+        return [_bin(f"trustgate-{service}"), *common, *tls]
+
+    def wait_ready(self, service: str, timeout: float = 60.0) -> None:
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        if service == "extender":
+            context.load_cert_chain(self.workdir / "scheduler-client.crt", self.workdir / "scheduler-client.key")
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            process = self._procs.get(service)
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"trustgate-{service} exited with {process.returncode}:\n{self.log_tail(service)}")
+            try:
+                with urllib.request.urlopen(f"{self.url(service)}/readyz", context=context, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError) as error:
+                last = str(error)
+            time.sleep(0.2)
+        raise RuntimeError(f"trustgate-{service} not ready after {timeout}s ({last}):\n{self.log_tail(service)}")
+
+    def log_tail(self, service: str, lines: int = 30) -> str:
+        path = self.logs / f"trustgate-{service}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.cp.kubectl), f"--kubeconfig={self.kubeconfig}", *args],
+            check=check,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=120,
+        )
+
+    # --- set-up steps ----------------------------------------------------------------------
+
+    def _issuer(self) -> None:
+        if not self.issuer_key.exists():
+            subprocess.run(
+                [_bin("trustctl"), "keygen", "--key-out", str(self.issuer_key), "--jwks-out", str(self.jwks)],
+                check=True,
+                capture_output=True,
+            )
+        (self.workdir / "issuer").write_text(ISSUER + "\n")
+
+    def _certificates(self) -> None:
+        for service in ("extender", "webhook"):
+            issued = self.cp.issue_cert(f"trustgate-{service}", ["127.0.0.1", "localhost"], client=False, server=True)
+            self._copy_cert(service, issued)
+        scheduler = self.cp.issue_cert("kube-scheduler-extender-client", [], client=True, server=False)
+        self._copy_cert("scheduler-client", scheduler)
+        for service, user in IDENTITY.items():
+            self.cp.issue_kubeconfig(f"trustgate-{service}", user)  # -> <workdir>/trustgate-<service>.kubeconfig
+
+    def _copy_cert(self, name: str, issued: cluster.CertKey) -> None:
+        for source, suffix in ((issued.cert_file, "crt"), (issued.key_file, "key")):
+            target = self.workdir / f"{name}.{suffix}"
+            target.write_bytes(Path(source).read_bytes())
+            target.chmod(0o600)
+
+    def _scheduler_config(self) -> str:
+        (config,) = _load_yaml(DEPLOY / "scheduler-config.yaml")
+        config["clientConnection"]["kubeconfig"] = str(self.cp.scheduler_kubeconfig)
+        config["leaderElection"] = {"leaderElect": False}
+        extender = config["extenders"][0]
+        extender["urlPrefix"] = self.url("extender")
+        extender["tlsConfig"] = {
+            "caFile": str(self.ca_file),
+            "certFile": str(self.workdir / "scheduler-client.crt"),
+            "keyFile": str(self.workdir / "scheduler-client.key"),
+        }
+        return yaml.safe_dump(config)
+
+    def webhook_configuration(self) -> dict[str, Any]:
+        (configuration,) = [
+            d for d in _load_yaml(DEPLOY / "webhook.yaml") if d["kind"] == "ValidatingWebhookConfiguration"
+        ]
+        bundle = base64.b64encode(self.ca_file.read_bytes()).decode()
+        for webhook in configuration["webhooks"]:
+            webhook["clientConfig"] = {"url": f"{self.url('webhook')}/validate", "caBundle": bundle}
+        return configuration
+
+    def _register_webhook(self) -> None:
+        self.kubectl("apply", "-f", "-", input=json.dumps(self.webhook_configuration()))
+
+    def _write_endpoints(self) -> None:
+        endpoints = {"extender": self.url("extender"), "webhook": self.url("webhook"), "ca": str(self.ca_file)}
+        (self.workdir / "endpoints.json").write_text(json.dumps(endpoints, indent=2) + "\n")
+
+    def _record(self) -> None:
+        self.services_file.write_text(
+            json.dumps({name: {"pid": p.pid, "port": self.ports.get(name)} for name, p in self._procs.items()})
+        )
+
+
+def _stop_recorded_services(workdir: Path) -> list[str]:
+    """Stop services recorded by another process (`make dev-down`)."""
+    path = workdir / "services.json"
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    stopped = []
+    for name, entry in recorded.items():
+        try:
+            os.kill(int(entry["pid"]), 15)
+            stopped.append(name)
+        except (ProcessLookupError, PermissionError):
+            pass
+    path.unlink(missing_ok=True)
+    return stopped
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="devstack", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument("--workdir", default=str(ROOT / ".dev"))
+    args = parser.parse_args(argv)
+    workdir = Path(args.workdir)
+    if args.command == "down":
+        stopped = _stop_recorded_services(workdir) + cluster.stop_recorded(workdir)
+        print(f"stopped: {', '.join(stopped) or 'nothing was running'}; logs kept in {workdir / 'logs'}")
+        return 0
+    running = cluster.recorded_running(workdir)
+    if args.command == "status":
+        print(f"running: {', '.join(running) or 'nothing'}")
+        return 0
+    if running:
+        print(f"already up ({', '.join(running)}); `make dev-down` first to restart")
+        return 0
+    started = time.monotonic()
+    print("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and trustgate ...", flush=True)
+    stack = DevStack(workdir).up()
+    # the services outlive this process: forget the Popen objects without stopping them
+    stack._procs.clear()
+    print(f"ready in {time.monotonic() - started:.0f}s")
+    print(f"  export KUBECONFIG={stack.kubeconfig}")
+    print(f"  extender {stack.url('extender')}  webhook {stack.url('webhook')}  logs {stack.logs}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
