@@ -106,9 +106,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except OSError:  # e.g. a token longer than a file name may be
+        return False
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     source = args.token
-    token = _read_token(source) if source == "-" or Path(source).is_file() else source
+    token = _read_token(source) if source == "-" or _is_file(source) else source
     try:
         header, payload = decode_unverified(token)
     except ReportError as error:

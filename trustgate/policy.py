@@ -12,10 +12,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from types import MappingProxyType
 from typing import Any
 
+from trustgate import images
 from trustgate.labels import ASSET_LABEL_PREFIX, TRUSTED_LABEL, is_trust_label
 from trustgate.node import NodeTrust
 from trustgate.report import LEVELS
@@ -67,7 +67,7 @@ class TrustPolicy:
         return True
 
     def encrypted_image(self, image: str) -> bool:
-        return any(fnmatchcase(image, pattern) for pattern in self.encrypted_images)
+        return any(images.matches(image, pattern) for pattern in self.encrypted_images)
 
     @classmethod
     def from_resource(cls, resource: Mapping[str, Any]) -> TrustPolicy:
@@ -302,7 +302,7 @@ def _constraint_reasons(requirement: TrustRequirement, node: NodeTrust, trusted:
 def _requirement_reason(requirement: Requirement, labels: Mapping[str, str]) -> str:
     key = requirement.key
     if not key.startswith(ASSET_LABEL_PREFIX):
-        return "" if key != TRUSTED_LABEL else "node not trusted"
+        return ""  # other keys are the scheduler's; a false `trusted` already has its level reasons
     tag, value, values = key[len(ASSET_LABEL_PREFIX) :], labels.get(key), ", ".join(requirement.values)
     op = requirement.operator
     if op == "In":
