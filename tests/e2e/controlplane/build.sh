@@ -50,6 +50,8 @@ if command -v flock >/dev/null 2>&1; then
     echo "${BIN_DIR}"
     exit 0
   fi
+  # Temp binaries left by a build that was killed outright (SIGKILL); safe under the lock.
+  rm -f "${BIN_DIR}"/.*.tmp.*
 fi
 
 START=$(date +%s)
@@ -58,13 +60,17 @@ elapsed() { echo $(( $(date +%s) - START )); }
 TMP_DIRS=()
 TMP_FILES=()
 HEARTBEAT_PID=""
+BUILD_PID=""
 cleanup() {
+  [[ -n "${BUILD_PID}" ]] && kill "${BUILD_PID}" 2>/dev/null || true
   [[ -n "${HEARTBEAT_PID}" ]] && kill "${HEARTBEAT_PID}" 2>/dev/null || true
   local f
   for f in "${TMP_FILES[@]+"${TMP_FILES[@]}"}"; do rm -f "$f"; done
   for f in "${TMP_DIRS[@]+"${TMP_DIRS[@]}"}"; do rm -rf "$f"; done
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # pinned_version <go.mod> <module>: the version go.mod requires.
 pinned_version() {
@@ -80,7 +86,7 @@ if [[ "$(pinned_version "${HERE}/go.mod" k8s.io/kubernetes)" != "${K8S_VERSION}"
   K8S_MOD_DIR="$(mktemp -d)"
   TMP_DIRS+=("${K8S_MOD_DIR}")
   cp "${HERE}/tools.go" "${K8S_MOD_DIR}/"
-  upstream_mod="$(cd "${K8S_MOD_DIR}" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" \
+  upstream_mod="$(cd "${K8S_MOD_DIR}" && go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" \
     | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')"
   staging_version="v0.${K8S_VERSION#v1.}"
   {
@@ -126,6 +132,7 @@ declare -A PKG=(
 )
 
 export CGO_ENABLED=0
+export GOWORK=off   # never let a go.work above this directory take part
 i=0
 for b in "${BINARIES[@]}"; do
   i=$((i + 1))
@@ -140,13 +147,18 @@ for b in "${BINARIES[@]}"; do
   fi
   echo "building ${b} (${i}/${#BINARIES[@]})... (t=$(elapsed)s)"
   # Heartbeat on stderr so a CI log shows the build is alive. sleep must not
-  # hold our stdout/stderr open, or a caller reading them waits for it.
-  ( while sleep 60 </dev/null >/dev/null 2>&1; do echo "  ... still building ${b} (t=$(elapsed)s)" >&2; done ) &
+  # hold our stdout/stderr open, or a caller reading them waits for it; no child
+  # keeps the lock fd (9), or a killed build would hold the lock for a while.
+  ( while sleep 60 </dev/null >/dev/null 2>&1; do echo "  ... still building ${b} (t=$(elapsed)s)" >&2; done ) 9>&- &
   HEARTBEAT_PID=$!
   tmp="${BIN_DIR}/.${b}.tmp.$$"
   TMP_FILES+=("${tmp}")
   t0=$(date +%s)
-  (cd "${mod_dir}" && go build -trimpath -buildvcs=false -ldflags "${ldflags}" -o "${tmp}" "${PKG[$b]}")
+  # In the background + wait, so INT/TERM are handled at once and cleanup stops the build.
+  (cd "${mod_dir}" && exec go build -mod=readonly -trimpath -buildvcs=false -ldflags "${ldflags}" -o "${tmp}" "${PKG[$b]}") 9>&- &
+  BUILD_PID=$!
+  wait "${BUILD_PID}"
+  BUILD_PID=""
   kill "${HEARTBEAT_PID}" 2>/dev/null || true
   wait "${HEARTBEAT_PID}" 2>/dev/null || true
   HEARTBEAT_PID=""
