@@ -121,30 +121,31 @@ class Reflector(threading.Thread):
         self.on_replace, self.on_event = on_replace, on_event
         self.stopping = stopping
         self.synced = threading.Event()
-        self.relists = 0
+        self.lists = 0
+        self.version: str | None = None  # where the next watch resumes; None: list first
         self._response: Any = None
 
     def run(self) -> None:
         backoff = Backoff()
-        version: str | None = None
         while not self.stopping.is_set():
             try:
-                if version is None:
-                    items, version = self._list()
+                if self.version is None:
+                    items, self.version = self._list()
                     self.on_replace(items)  # marks the store synced under its lock
                     self.synced.set()
-                    self.relists += 1
-                version = self._watch(version)
+                    self.lists += 1
+                self.version = self._watch(self.version)
                 backoff.reset()
             except Gone:
                 log.info("%s watch expired (410 Gone); relisting", self.resource.kind)
-                version = None
+                self.version = None
             except Exception as error:  # the API server may be restarting: keep trying, never die
                 delay = backoff.next()
                 log.warning("%s watch failed (%s); retrying in %.1fs", self.resource.kind, error, delay)
                 self.stopping.wait(delay)
 
-    def stop(self) -> None:
+    def interrupt(self) -> None:
+        """End the current watch; the loop resumes from `version` (or stops, when stopping)."""
         response = self._response
         if response is not None:
             response.close()
@@ -224,7 +225,7 @@ class ClusterCache:
     def stop(self) -> None:
         self._stopping.set()
         for reflector in self.reflectors:
-            reflector.stop()
+            reflector.interrupt()
 
     @property
     def synced(self) -> bool:
