@@ -55,16 +55,14 @@ PODS = Resource("Pod", "/api/v1/pods")
 
 
 def _get(api: ApiClient, path: str, query: list[tuple[str, Any]], timeout: float) -> Any:
-    return api.call_api(
-        path,
-        "GET",
-        query_params=query,
-        header_params={"Accept": "application/json"},
-        auth_settings=["BearerToken"],
-        _preload_content=False,
-        _return_http_data_only=True,
-        _request_timeout=(5, timeout),
+    """GET `path` as raw JSON; returns the streaming urllib3 response, raises ApiException unless 2xx."""
+    method, url, headers, body, post_params = api.param_serialize(
+        "GET", path, query_params=query, header_params={"Accept": "application/json"}, auth_settings=["BearerToken"]
     )
+    response = api.call_api(method, url, headers, body, post_params, _request_timeout=(5, timeout))
+    if not 200 <= response.status < 300:
+        raise ApiException(status=response.status, reason=response.reason, body=response.read())
+    return response.response
 
 
 def list_objects(api: ApiClient, resource: Resource) -> tuple[list[dict[str, Any]], str]:
@@ -148,7 +146,7 @@ class Reflector(threading.Thread):
         """End the current watch; the loop resumes from `version` (or stops, when stopping)."""
         response = self._response
         if response is not None:
-            response.close()
+            response.shutdown()  # unblocks a read in progress in the reflector's thread (urllib3 >= 2.3)
 
     def _get(self, query: list[tuple[str, Any]], timeout: float) -> Any:
         return _get(self.api, self.resource.path, query, timeout)
@@ -222,10 +220,12 @@ class ClusterCache:
             reflector.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
         for reflector in self.reflectors:
             reflector.interrupt()
+        for reflector in self.reflectors:
+            reflector.join(timeout)
 
     @property
     def synced(self) -> bool:

@@ -9,45 +9,20 @@ builds them locally too.
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from controlplane import cluster  # tests/e2e is on pytest's pythonpath (pyproject.toml)
+from harness import binaries, eventually
 
 pytestmark = pytest.mark.e2e
 
-T = TypeVar("T")
-
-BUILD_HINT = "bash tests/e2e/controlplane/build.sh"
-
-
-def _truthy(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
-
-
-def _bin_dir() -> Path:
-    if _truthy("CI") or _truthy("TRUSTGATE_E2E_BUILD"):
-        try:
-            return cluster.find_binaries(build=True)
-        except Exception as e:  # any failure to build must fail CI
-            pytest.fail(f"cannot build the Kubernetes control plane ({e}); try: {BUILD_HINT}")
-    cached = cluster.cached_bin_dir()
-    if cached is None:
-        pytest.skip(
-            f"Kubernetes control-plane binaries not built in {cluster.expected_bin_dir()}; "
-            f"build them with: {BUILD_HINT}"
-        )
-    return cached
-
-
 @pytest.fixture(scope="module")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.ControlPlane]:
-    bin_dir = _bin_dir()
+    bin_dir = binaries()
     cp = cluster.ControlPlane(tmp_path_factory.mktemp("controlplane"), bin_dir=bin_dir)
     t0 = time.monotonic()
     cp.start()
@@ -57,17 +32,6 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.
     finally:
         cp.stop()
         assert not cluster.recorded_running(cp.workdir)
-
-
-def _eventually(fn: Callable[[], T | None], what: str, timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = fn()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.25)
 
 
 def _kubectl_json(cp: cluster.ControlPlane, *args: str) -> Any:
@@ -108,7 +72,7 @@ def test_plain_pod_is_bound_by_scheduler(control_plane: cluster.ControlPlane, no
         node_name: str | None = pod["spec"].get("nodeName")
         return node_name
 
-    node_name = _eventually(bound, "smoke-pod to be bound")
+    node_name = eventually(bound, "smoke-pod to be bound")
     assert node_name in nodes
     events = _kubectl_json(control_plane, "get", "events", "--field-selector", "involvedObject.name=smoke-pod")
     assert any(e["reason"] == "Scheduled" for e in events["items"])
@@ -123,7 +87,7 @@ def test_deployment_pods_created_and_bound(control_plane: cluster.ControlPlane, 
             return pods
         return None
 
-    pods = _eventually(all_bound, "2 smoke-web pods created by the ReplicaSet and bound")
+    pods = eventually(all_bound, "2 smoke-web pods created by the ReplicaSet and bound")
     for pod in pods:
         owners = pod["metadata"].get("ownerReferences") or []
         assert [o["kind"] for o in owners] == ["ReplicaSet"]
