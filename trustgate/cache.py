@@ -312,13 +312,19 @@ class ClusterCache:
             if deleted:
                 self._nodes.pop(name, None)
             else:
-                self._nodes[name] = _NodeFacts(node_identity(obj), node_labels(obj))
+                facts = _NodeFacts(node_identity(obj), node_labels(obj))
+                if self._nodes.get(name) == facts:
+                    return set()  # a status update that changes nothing trust depends on
+                self._nodes[name] = facts
         elif resource is REPORTS:
             if deleted:
                 self._tokens.pop(name, None)
             else:
                 token = (obj.get("spec") or {}).get("token")
-                self._tokens[name] = token if isinstance(token, str) else ""
+                token = token if isinstance(token, str) else ""
+                if self._tokens.get(name) == token:
+                    return set()
+                self._tokens[name] = token
         elif resource is POLICIES:
             if deleted:
                 self._policies.pop(name, None)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from trustgate.audit import add_audit_command
 from trustgate.keys import (
     KEYGEN_ALGORITHMS,
     KeyConfigError,
@@ -216,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     nodes.add_argument("--json", action="store_true", help="one JSON object per node")
     nodes.add_argument("--fail-untrusted", action="store_true", help="exit 1 when any node is not trusted")
     nodes.set_defaults(handler=cmd_nodes)
+
+    add_audit_command(commands)
     return parser
 
 

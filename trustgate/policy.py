@@ -301,8 +301,10 @@ def _constraint_reasons(requirement: TrustRequirement, node: NodeTrust, trusted:
 
 def _requirement_reason(requirement: Requirement, labels: Mapping[str, str]) -> str:
     key = requirement.key
+    if key == TRUSTED_LABEL:
+        return ""  # a false `trusted` already has its level reasons
     if not key.startswith(ASSET_LABEL_PREFIX):
-        return ""  # other keys are the scheduler's; a false `trusted` already has its level reasons
+        return f"node label {requirement.describe()} not satisfied"
     tag, value, values = key[len(ASSET_LABEL_PREFIX) :], labels.get(key), ", ".join(requirement.values)
     op = requirement.operator
     if op == "In":

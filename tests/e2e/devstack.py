@@ -50,7 +50,7 @@ def _load_yaml(path: Path) -> list[dict[str, Any]]:
 @dataclass
 class DevStack:
     workdir: Path = ROOT / ".dev"
-    workers: int = 2
+    bin_dir: Path | None = None
     ports: dict[str, int] = field(default_factory=dict)
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -59,7 +59,7 @@ class DevStack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.logs = self.workdir / "logs"
         self.logs.mkdir(exist_ok=True)
-        self.cp = ControlPlane(self.workdir)
+        self.cp = ControlPlane(self.workdir, bin_dir=self.bin_dir)
         self.issuer_key = self.workdir / "issuer.key"
         self.jwks = self.workdir / "issuer.jwks.json"
         self.audit_log = self.workdir / "audit.jsonl"
@@ -134,12 +134,11 @@ class DevStack:
             f"--bind=127.0.0.1:{self.ports[service]}",
             f"--tls-cert={self.workdir / f'{service}.crt'}",
             f"--tls-key={self.workdir / f'{service}.key'}",
-            f"--workers={self.workers}",
         ]
-        if service == "extender":
-            tls.append(f"--client-ca={self.ca_file}")
+        if service == "extender":  # the settings deploy/ recommends (README, Performance)
+            tls += [f"--client-ca={self.ca_file}", "--workers=1", "--threads=4"]
         else:
-            tls.append(f"--audit-log={self.audit_log}")
+            tls += [f"--audit-log={self.audit_log}", "--workers=3", "--threads=2"]
         return [_bin(f"trustgate-{service}"), *common, *tls]
 
     def wait_ready(self, service: str, timeout: float = 60.0) -> None:

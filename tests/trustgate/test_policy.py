@@ -211,7 +211,7 @@ def test_node_affinity_on_ordinary_labels_is_honoured_beside_the_trust_labels(is
 
     assert reasons(snapshot, pod_object(affinity_terms=term), node="n1") == []
     assert reasons(snapshot, pod_object(affinity_terms=term), node="n2") == [
-        "node affinity not satisfied by the node's verified labels"
+        "node label kubernetes.io/hostname In [n1] not satisfied"
     ]
 
 

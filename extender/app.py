@@ -1,0 +1,230 @@
+"""The scheduler extender's HTTP face: a Flask app that decodes, decides and encodes.
+
+    POST /filter      ExtenderArgs -> ExtenderFilterResult
+    POST /prioritize  ExtenderArgs -> HostPriorityList
+    GET  /healthz     200 while serving
+    GET  /readyz      200 once the cluster cache has synced, else 503
+    GET  /metrics     Prometheus text format
+
+Protocol errors (bad JSON, wrong content type, missing Pod, body too large, unknown path or method)
+get a 4xx whose JSON body is an ExtenderFilterResult carrying only `Error`; an unexpected exception
+gets a 500 with a generic `Error` (the details are logged). kube-scheduler treats any of these, like a
+200 with `Error`, as a failed call: with `ignorable: false` the pod is retried, never placed unchecked.
+
+Metrics live in the registry given to `create_app` (a fresh one per app otherwise), so each gunicorn
+worker exposes its own counters; see `trustgate.serving` for why one worker is the default.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, UnsupportedMediaType
+
+from extender.filter import (
+    FilterOutcome,
+    MalformedNode,
+    NodeIndex,
+    PrioritizeOutcome,
+    categorize,
+    filter_nodes,
+    prioritize_nodes,
+)
+from extender.wire import (
+    ExtenderArgs,
+    WireError,
+    decode_args,
+    encode_error,
+    encode_filter_result,
+    encode_priorities,
+)
+from trustgate.snapshot import ClusterView, Snapshot
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+JSON = "application/json"
+_VERBS = frozenset({"filter", "prioritize", "healthz", "readyz", "metrics"})
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry, cluster: ClusterView) -> None:
+        self.requests = Counter(
+            "trustgate_extender_requests",
+            "Extender HTTP requests by verb and status code.",
+            ["verb", "code"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "trustgate_extender_request_duration_seconds",
+            "Server-side extender request latency by verb.",
+            ["verb"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.errors = Counter(
+            "trustgate_extender_errors",
+            "Requests answered with an error, by kind (not_synced, invalid_pod, bad_request, internal).",
+            ["verb", "kind"],
+            registry=registry,
+        )
+        self.pods = Counter(
+            "trustgate_extender_filtered_pods",
+            "Pods filtered, by whether they require trust.",
+            ["requires_trust"],
+            registry=registry,
+        )
+        self.failed = Counter(
+            "trustgate_extender_nodes_failed",
+            "Candidate nodes removed for a trust-requiring pod, by the category of their first reason.",
+            ["reason"],
+            registry=registry,
+        )
+        cache_nodes = Gauge(
+            "trustgate_extender_cache_nodes", "Nodes in the current cluster snapshot.", registry=registry
+        )
+        cache_nodes.set_function(lambda: len(cluster.snapshot().nodes))
+        cache_age = Gauge(
+            "trustgate_extender_cache_age_seconds", "Seconds since the current snapshot was built.", registry=registry
+        )
+        cache_age.set_function(lambda: max(0.0, time.time() - cluster.snapshot().built_at))
+        synced = Gauge("trustgate_extender_cache_synced", "1 once the cluster cache has synced.", registry=registry)
+        synced.set_function(lambda: 1.0 if cluster.snapshot().synced else 0.0)
+
+
+def create_app(
+    cluster: ClusterView,
+    registry: CollectorRegistry | None = None,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    clock: Callable[[], float] = time.time,
+) -> Flask:
+    """The extender's WSGI app over `cluster`. `clock` gives `now` for report expiry (once per request)."""
+    app = Flask("trustgate.extender")
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    if registry is None:
+        registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+    metrics = _Metrics(registry, cluster)
+    index = NodeIndex()  # per-node facts kept across requests (see extender.filter)
+
+    def read_args() -> Any:
+        if request.mimetype != JSON:
+            raise UnsupportedMediaType(f"Content-Type must be {JSON}, not {request.mimetype or 'missing'}")
+        return decode_args(request.get_data(cache=False))
+
+    def reply(body: bytes, status: int = 200) -> Response:
+        return Response(body, status=status, mimetype=JSON)
+
+    @app.before_request
+    def start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def observe(response: Response) -> Response:
+        rule = request.url_rule
+        verb = rule.endpoint if rule is not None and rule.endpoint in _VERBS else "other"
+        metrics.requests.labels(verb, str(response.status_code)).inc()
+        started = g.get("started")
+        if started is not None:
+            metrics.latency.labels(verb).observe(time.perf_counter() - started)
+        if 400 <= response.status_code < 600:
+            metrics.errors.labels(verb, "internal" if response.status_code >= 500 else "bad_request").inc()
+        return response
+
+    @app.post("/filter", endpoint="filter", provide_automatic_options=False)
+    def filter_view() -> Response:
+        args = read_args()
+        snapshot = cluster.snapshot()
+        body, outcome = filter_request(snapshot, args, clock(), index)
+        if outcome.error:
+            kind = "invalid_pod" if snapshot.synced else "not_synced"
+            metrics.errors.labels("filter", kind).inc()
+            log.warning("filter error for pod %s: %s", _pod_name(args.pod), outcome.error)
+        else:
+            metrics.pods.labels("true" if outcome.requires_trust else "false").inc()
+            for category, count in categorize(outcome.failed).items():
+                metrics.failed.labels(category).inc(count)
+        return reply(body)
+
+    @app.post("/prioritize", endpoint="prioritize", provide_automatic_options=False)
+    def prioritize_view() -> Response:
+        args = read_args()
+        body, outcome = prioritize_request(cluster.snapshot(), args, clock(), index)
+        if outcome.error:
+            log.info("prioritize gives no preference for pod %s: %s", _pod_name(args.pod), outcome.error)
+        return reply(body)
+
+    @app.get("/healthz", endpoint="healthz", provide_automatic_options=False)
+    def healthz() -> Response:
+        return Response("ok\n", mimetype="text/plain")
+
+    @app.get("/readyz", endpoint="readyz", provide_automatic_options=False)
+    def readyz() -> Response:
+        if cluster.snapshot().synced:
+            return Response("ready\n", mimetype="text/plain")
+        return Response("trust report cache not synced\n", status=503, mimetype="text/plain")
+
+    @app.get("/metrics", endpoint="metrics", provide_automatic_options=False)
+    def metrics_view() -> Response:
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+    @app.errorhandler(WireError)
+    @app.errorhandler(MalformedNode)
+    def bad_request(error: ValueError) -> Response:
+        return reply(encode_error(f"trustgate: bad request: {error}"), 400)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        response = reply(encode_error(f"trustgate: {error.name}: {error.description}"), error.code or 500)
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            response.headers["Allow"] = ", ".join(error.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def internal_error(error: Exception) -> Response:
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        return reply(encode_error("trustgate: internal error (see the extender's log)"), 500)
+
+    return app
+
+
+def filter_request(
+    snapshot: Snapshot, args: ExtenderArgs, now: float, index: NodeIndex | None = None
+) -> tuple[bytes, FilterOutcome]:
+    """One /filter call after decoding: decide and encode (what the view does, minus HTTP and metrics)."""
+    candidates = args.node_names if args.by_name else args.nodes
+    outcome = filter_nodes(snapshot, args.pod, candidates, now, args.by_name, index)
+    return encode_filter_result(args, outcome.passed, outcome.failed, outcome.error), outcome
+
+
+def prioritize_request(
+    snapshot: Snapshot, args: ExtenderArgs, now: float, index: NodeIndex | None = None
+) -> tuple[bytes, PrioritizeOutcome]:
+    """One /prioritize call after decoding: decide and encode."""
+    candidates = args.node_names if args.by_name else args.nodes
+    outcome = prioritize_nodes(snapshot, args.pod, candidates, now, args.by_name, index)
+    return encode_priorities(outcome.scores), outcome
+
+
+def _pod_name(pod: dict[str, Any]) -> str:
+    metadata = pod.get("metadata")
+    if not isinstance(metadata, dict):
+        return "<unnamed>"
+    return f"{metadata.get('namespace') or ''}/{metadata.get('name') or metadata.get('generateName') or ''}"

@@ -1,0 +1,170 @@
+"""The extender's wire format: decode `ExtenderArgs`, encode `ExtenderFilterResult` and `HostPriorityList`.
+
+The types are `k8s.io/kube-scheduler/extender/v1` (kubernetes staging/src/k8s.io/kube-scheduler/extender/v1/types.go).
+They have no JSON tags, so the keys are the Go field names:
+
+    ExtenderArgs         {Pod *v1.Pod, Nodes *v1.NodeList, NodeNames *[]string}
+    ExtenderFilterResult {Nodes *v1.NodeList, NodeNames *[]string, FailedNodes map[string]string,
+                          FailedAndUnresolvableNodes map[string]string, Error string}
+    HostPriorityList     []HostPriority{Host string, Score int64}, Score in 0..MaxExtenderPriority (10)
+
+How kube-scheduler's HTTPExtender (pkg/scheduler/extender.go) uses them:
+
+- `send` marshals the args with encoding/json, POSTs them to `urlPrefix/verb` with `Content-Type:
+  application/json`, treats any status but 200 as an error and decodes the reply with encoding/json,
+  which matches keys case-insensitively (old extenders answer with lowercase keys; we accept both).
+- Filter and Prioritize send the same ExtenderArgs: with `nodeCacheCapable: true` only `NodeNames`
+  (`Nodes` is null); with `false` only `Nodes`, a NodeList whose `items` are full Node objects
+  (`NodeNames` is null).
+- A non-empty `Error` fails the call. With `nodeCacheCapable` and a non-null `NodeNames` in the reply,
+  every name must be one of the candidates (else the call fails); otherwise `Nodes.items` is taken as
+  the feasible nodes, as given. A reply with neither leaves no feasible node.
+- `FailedAndUnresolvableNodes` become UnschedulableAndUnresolvable (preemption will not try them),
+  `FailedNodes` Unschedulable. A failed call fails the scheduling attempt (retried) unless the
+  extender is `ignorable`.
+- Prioritize errors are ignored; each score is multiplied by the extender's weight and scaled by
+  MaxNodeScore / MaxExtenderPriority.
+
+Decoding is strict about shapes (a wrong type is a `WireError`, HTTP 400) and lenient about key case,
+like Go: every top-level key that case-folds to a field name sets it, the last one winning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+try:  # orjson decodes and encodes large NodeLists several times faster; the stdlib is the fallback.
+    import orjson
+
+    _loads = orjson.loads
+    _dumps = orjson.dumps
+    _DecodeError: tuple[type[Exception], ...] = (orjson.JSONDecodeError, RecursionError)
+    JSON_LIBRARY = "orjson"
+except ImportError:  # pragma: no cover - exercised only without orjson
+    import json
+
+    def _loads(data: bytes) -> Any:
+        return json.loads(data)
+
+    def _dumps(value: Any) -> bytes:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+    _DecodeError = (ValueError, RecursionError)
+    JSON_LIBRARY = "json"
+
+MAX_PRIORITY = 10  # extenderv1.MaxExtenderPriority
+_FIELDS = {"pod": "Pod", "nodes": "Nodes", "nodenames": "NodeNames"}
+_EXACT = frozenset(_FIELDS.values())
+
+
+class WireError(ValueError):
+    """A request that is not a well-formed ExtenderArgs (HTTP 400)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExtenderArgs:
+    """A decoded ExtenderArgs. Exactly one of `node_names` and `node_list` is set."""
+
+    pod: dict[str, Any]
+    node_names: list[str] | None = None  # nodeCacheCapable: true
+    node_list: dict[str, Any] | None = None  # nodeCacheCapable: false: the v1.NodeList as sent
+
+    @property
+    def nodes(self) -> list[dict[str, Any]]:
+        """The NodeList's items (full Node objects); empty in NodeNames mode."""
+        if self.node_list is None:
+            return []
+        return self.node_list.get("items") or []
+
+    @property
+    def by_name(self) -> bool:
+        return self.node_names is not None
+
+
+def loads(body: bytes) -> Any:
+    try:
+        return _loads(body)
+    except _DecodeError as error:
+        raise WireError(f"request body is not valid JSON: {error}") from None
+
+
+def dumps(value: Any) -> bytes:
+    return _dumps(value)
+
+
+def decode_args(body: bytes) -> ExtenderArgs:
+    """Parse an ExtenderArgs body (raises `WireError`)."""
+    document = loads(body)
+    if not isinstance(document, dict):
+        raise WireError("request body must be a JSON object (ExtenderArgs)")
+    fields = document if document.keys() <= _EXACT else _fold_keys(document)
+    pod = fields.get("Pod")
+    if pod is None:
+        raise WireError("ExtenderArgs has no Pod")
+    if not isinstance(pod, dict):
+        raise WireError("ExtenderArgs.Pod must be a v1.Pod object")
+    names, node_list = fields.get("NodeNames"), fields.get("Nodes")
+    if names is not None and node_list is not None:
+        raise WireError("ExtenderArgs must carry either NodeNames (nodeCacheCapable) or Nodes, not both")
+    if names is not None:
+        if not isinstance(names, list) or not set(map(type, names)) <= {str}:
+            raise WireError("ExtenderArgs.NodeNames must be a list of node names")
+        return ExtenderArgs(pod=pod, node_names=names)
+    if node_list is None:
+        raise WireError("ExtenderArgs has neither NodeNames nor Nodes")
+    if not isinstance(node_list, dict):
+        raise WireError("ExtenderArgs.Nodes must be a v1.NodeList object")
+    items = node_list.get("items")
+    if items is not None and (not isinstance(items, list) or not set(map(type, items)) <= {dict}):
+        raise WireError("ExtenderArgs.Nodes.items must be a list of v1.Node objects")
+    return ExtenderArgs(pod=pod, node_list=node_list)
+
+
+def _fold_keys(document: dict[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for key, value in document.items():
+        name = _FIELDS.get(key.casefold())
+        if name is not None:
+            fields[name] = value  # like encoding/json: a later key for the same field wins
+    return fields
+
+
+def encode_filter_result(
+    args: ExtenderArgs,
+    passed: list[Any] | None,
+    unresolvable: dict[str, str] | None = None,
+    error: str = "",
+) -> bytes:
+    """An ExtenderFilterResult in the mode of the request. `passed` holds node names (NodeNames mode) or
+    Node objects (Nodes mode). With an error, neither list is set: a client that ignored `Error` would
+    still find no feasible node."""
+    if error or passed is None:
+        return _dumps(
+            {"Nodes": None, "NodeNames": None, "FailedNodes": None, "FailedAndUnresolvableNodes": None, "Error": error}
+        )
+    if args.by_name:
+        nodes, names = None, passed
+    else:
+        node_list = args.node_list or {}
+        nodes, names = (node_list if passed is args.nodes else {**node_list, "items": passed}), None
+    return _dumps(
+        {
+            "Nodes": nodes,
+            "NodeNames": names,
+            "FailedNodes": {},
+            "FailedAndUnresolvableNodes": unresolvable or {},
+            "Error": "",
+        }
+    )
+
+
+def encode_error(message: str) -> bytes:
+    """Any error reply: an ExtenderFilterResult whose only content is `Error`."""
+    return encode_filter_result(ExtenderArgs(pod={}), None, error=message)
+
+
+def encode_priorities(scores: Sequence[tuple[str, int]]) -> bytes:
+    """A HostPriorityList."""
+    return _dumps([{"Host": host, "Score": score} for host, score in scores])

@@ -1,0 +1,279 @@
+"""/prioritize, and the decision functions themselves: the memoized hot loop must agree with a plain
+`Snapshot.evaluate` of every node, for every kind of requirement, at every instant."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from extender_support import NOW, World, names_args, nodes_args, trust_pod
+
+from extender.filter import (
+    CATEGORIES,
+    NodeIndex,
+    filter_nodes,
+    prioritize_nodes,
+    reason_category,
+    requirement_of,
+)
+from factories import node_object, pod_object, trust_policy
+from trustgate.policy import pod_facts
+
+# --- prioritize ---------------------------------------------------------------------------------
+
+
+def prioritize(client, args):
+    response = client.post("/prioritize", data=json.dumps(args), content_type="application/json")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+@pytest.fixture
+def aging(world: World) -> World:
+    """Reports with 2 h, 1 h, 30 min and 6 min left, and nodes failing."""
+    world.node("fresh", now=NOW - 60, ttl=7260)
+    world.node("hour", now=NOW - 60, ttl=3660)
+    world.node("half", now=NOW - 60, ttl=1860)
+    world.node("stale", now=NOW - 3000, ttl=3360)
+    world.node("bare", report=False)
+    world.node("kernel", levels={"kernel": False})
+    return world
+
+
+CANDIDATES = ["stale", "bare", "half", "hour", "kernel", "fresh", "gone"]
+
+
+def test_prioritize_prefers_more_validity_left(aging: World) -> None:
+    result = prioritize(aging.client(), names_args(trust_pod(), CANDIDATES))
+    assert [entry["Host"] for entry in result] == CANDIDATES  # one entry per candidate, in order
+    scores = {entry["Host"]: entry["Score"] for entry in result}
+    assert scores == {"fresh": 10, "hour": 5, "half": 3, "stale": 1, "bare": 0, "kernel": 0, "gone": 0}
+    assert all(isinstance(entry["Score"], int) and 0 <= entry["Score"] <= 10 for entry in result)
+
+
+def test_prioritize_with_full_nodes(aging: World) -> None:
+    nodes = aging.node_objects(CANDIDATES)
+    result = prioritize(aging.client(), nodes_args(trust_pod(), nodes))
+    assert [e["Host"] for e in result] == [n["metadata"]["name"] for n in nodes]
+    assert {e["Host"]: e["Score"] for e in result}["fresh"] == 10
+
+
+def test_prioritize_with_lowercase_keys(aging: World) -> None:
+    result = prioritize(aging.client(), {"pod": trust_pod(), "nodenames": ["hour", "fresh"]})
+    assert result == [{"Host": "hour", "Score": 5}, {"Host": "fresh", "Score": 10}]
+
+
+def test_prioritize_gives_warn_failures_no_preference(aging: World) -> None:
+    aging.policies.append(trust_policy("soft", enforcement="Warn"))
+    scores = {e["Host"]: e["Score"] for e in prioritize(aging.client(), names_args(pod_object("p"), CANDIDATES))}
+    assert scores["kernel"] == 0 and scores["bare"] == 0 and scores["fresh"] == 10
+
+
+@pytest.mark.parametrize("synced", [True, False])
+def test_prioritize_without_an_opinion_scores_zero(aging: World, synced: bool) -> None:
+    aging.synced = synced
+    client = aging.client()
+    pods = [pod_object("plain")] if synced else [pod_object("plain"), trust_pod()]
+    for pod in pods:
+        assert {e["Score"] for e in prioritize(client, names_args(pod, CANDIDATES))} == {0}
+
+
+def test_prioritize_a_malformed_pod_scores_zero(aging: World) -> None:
+    pod = trust_pod()
+    pod["spec"]["nodeSelector"]["x"] = 1
+    assert {e["Score"] for e in prioritize(aging.client(), names_args(pod, CANDIDATES))} == {0}
+
+
+def test_prioritize_when_every_report_is_at_its_edge(world: World) -> None:
+    world.node("a", now=NOW - 3600, ttl=3600)  # expires now, still within the clock skew
+    scores = prioritize(world.client(), names_args(trust_pod(), ["a"]))
+    assert scores == [{"Host": "a", "Score": 1}]
+
+
+# --- equivalence of the memoized loop with plain evaluate ----------------------------------------------
+
+REQUIREMENTS = {
+    "trusted": trust_pod(),
+    "country": trust_pod(node_selector={"asset.trustgate.dev/country": "US"}),
+    "other-label": trust_pod(node_selector={"zone": "a"}),
+    "affinity": pod_object(
+        "p",
+        affinity_terms=[
+            {"matchExpressions": [{"key": "asset.trustgate.dev/country", "operator": "In", "values": ["US", "CA"]}]},
+            {"matchExpressions": [{"key": "asset.trustgate.dev/tenant", "operator": "Exists"}]},
+        ],
+    ),
+    "not-in": pod_object(
+        "p",
+        affinity_terms=[
+            {
+                "matchExpressions": [
+                    {"key": "trustgate.dev/trusted", "operator": "In", "values": ["true"]},
+                    {"key": "asset.trustgate.dev/country", "operator": "NotIn", "values": ["EU"]},
+                    {"key": "asset.trustgate.dev/tenant", "operator": "DoesNotExist"},
+                ]
+            }
+        ],
+    ),
+    "fields": pod_object(
+        "p",
+        affinity_terms=[
+            {
+                "matchExpressions": [{"key": "trustgate.dev/trusted", "operator": "In", "values": ["true"]}],
+                "matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["n3"]}],
+            }
+        ],
+    ),
+    "policies": pod_object("p", labels={"app": "db"}),
+    "warn-only": pod_object("p", labels={"tier": "soft"}),
+}
+POLICIES = [
+    trust_policy("db", podSelector={"matchLabels": {"app": "db"}}, requiredLevels=["kernel", "boot"]),
+    trust_policy(
+        "db-us", podSelector={"matchLabels": {"app": "db"}}, enforcement="Warn", requiredAssetTags={"country": "US"}
+    ),
+    trust_policy("soft", podSelector={"matchLabels": {"tier": "soft"}}, enforcement="Warn"),
+]
+
+
+def random_world(world: World, seed: int, size: int = 120) -> list[str]:
+    rng = random.Random(seed)
+    names = []
+    for i in range(size):
+        name = f"n{i}"
+        names.append(name)
+        labels = {"zone": rng.choice("ab")}
+        kind = rng.randrange(10)
+        tags = rng.choice([{}, {"country": "US"}, {"country": "EU"}, {"country": "CA", "tenant": "acme"}])
+        levels = rng.choice([None, {"kernel": False}, {"boot": False, "runtime": False}])
+        issued = NOW - rng.choice([60, 1800, 3599, 3600, 3630, 3631, 7200])  # around expiry and the 30 s skew
+        if kind == 0:
+            world.node(name, report=False, labels=labels)
+        elif kind == 1:
+            world.node(name, labels=labels, system_uuid="4c4c4544-dead-beef-0000-000000000000")
+        elif kind == 2:
+            world.forged(name)
+        elif kind == 3:
+            world.node(name, labels=labels, now=NOW + rng.choice([10, 29, 31, 600]), asset_tags=tags)  # future iat
+        else:
+            world.node(name, labels=labels, now=issued, ttl=3600, asset_tags=tags, levels=levels)
+    world.policies.extend(POLICIES)
+    return [*names, "ghost"]
+
+
+def plain(snapshot, pod, names, now):
+    """The reference: `Snapshot.evaluate` for every node, no memo, no index."""
+    requirement = requirement_of(snapshot, pod)
+    passed, failed, clean = [], {}, {}
+    for name in names:
+        verdict = snapshot.evaluate(requirement, snapshot.node(name), now)
+        clean[name] = verdict.passed
+        if verdict.blocked:
+            failed[name] = "; ".join(verdict.reasons(verdict.enforced_failures))
+        else:
+            passed.append(name)
+    return passed, failed, clean
+
+
+@pytest.mark.parametrize("kind", sorted(REQUIREMENTS))
+@pytest.mark.parametrize("seed", [1, 2])
+def test_memoized_filter_equals_plain_evaluate(world: World, kind: str, seed: int) -> None:
+    names = random_world(world, seed)
+    snapshot = world.snapshot()
+    pod = REQUIREMENTS[kind]
+    assert snapshot.requirement(pod_facts(pod)) is not None
+    index = NodeIndex()
+    objects = [*world.node_objects(names), node_object("ghost")]
+    for now in (NOW, NOW + 29.9995, NOW + 30, NOW + 30.0005, NOW - 31, NOW + 1800):
+        expected_passed, expected_failed, _ = plain(snapshot, pod, names, now)
+        for _ in range(2):  # a cold, then a warm index
+            outcome = filter_nodes(snapshot, pod, names, now, by_name=True, index=index)
+            assert outcome.passed == expected_passed
+            assert outcome.failed == expected_failed
+        by_object = filter_nodes(snapshot, pod, objects, now, by_name=False, index=index)
+        passed_objects = [n["metadata"]["name"] for n in by_object.passed]
+        assert [n for n in passed_objects if n != "ghost"] == [n for n in expected_passed if n != "ghost"]
+        # As an object, the ghost is a node without a report rather than an unknown name.
+        assert by_object.failed.get("ghost", "no trust report").endswith("no trust report")
+        assert {k: v for k, v in by_object.failed.items() if k != "ghost"} == {
+            k: v for k, v in expected_failed.items() if k != "ghost"
+        }
+
+
+@pytest.mark.parametrize("kind", sorted(REQUIREMENTS))
+def test_prioritize_scores_only_clean_nodes(world: World, kind: str) -> None:
+    names = random_world(world, 3)
+    snapshot = world.snapshot()
+    pod = REQUIREMENTS[kind]
+    _, _, clean = plain(snapshot, pod, names, NOW)
+    scores = dict(prioritize_nodes(snapshot, pod, names, NOW, by_name=True, index=NodeIndex()).scores)
+    assert {n for n, s in scores.items() if s > 0} == {n for n, ok in clean.items() if ok}
+
+
+def test_index_follows_snapshot_changes(world: World) -> None:
+    world.node("a")
+    index = NodeIndex()
+    pod = trust_pod()
+    assert filter_nodes(world.snapshot(), pod, ["a"], NOW, True, index).passed == ["a"]
+    del world.reports["a"]
+    assert filter_nodes(world.snapshot(), pod, ["a"], NOW, True, index).failed == {"a": "no trust report"}
+
+
+def test_index_is_bounded(world: World) -> None:
+    world.node("a")
+    index = NodeIndex(limit=10)
+    for _ in range(25):
+        filter_nodes(world.snapshot(), trust_pod(), ["a"], NOW, True, index)
+        assert len(index) <= 10
+
+
+def test_filter_without_an_index(world: World) -> None:
+    world.node("a")
+    assert filter_nodes(world.snapshot(), trust_pod(), ["a", "b"], NOW, True).passed == ["a"]
+
+
+# --- reason categories -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reason", "category"),
+    [
+        ("no trust report", "no_report"),
+        ("node not found in the cluster", "unknown_node"),
+        ("trust report invalid: signature does not verify with key k", "invalid"),
+        ("trust report expired at 2026-11-26T10:00:00Z", "expired"),
+        ("trust report not valid before 2026-11-26T10:00:00Z", "not_yet_valid"),
+        ("trust report issued in the future (2026-11-26T10:00:00Z)", "not_yet_valid"),
+        ("report bound to another host (issued for node x)", "bound_elsewhere"),
+        ("node reports no system UUID to bind the report to", "bound_elsewhere"),
+        ("report predates the node's last reboot (boot id differs)", "rebooted"),
+        ("level kernel not trusted; asset tag country=EU not in [US]", "level"),
+        ("asset tag country=EU not in [US]", "asset_tag"),
+        ("node not trusted", "affinity"),
+        ("node affinity not satisfied by the node's verified labels", "affinity"),
+        ("TrustPolicy x is invalid: bad", "policy_invalid"),
+        ("something new", "other"),
+    ],
+)
+def test_reason_categories(reason: str, category: str) -> None:
+    assert reason_category(reason) == category
+    assert category in CATEGORIES
+
+
+def test_index_reset_in_the_middle_of_a_request(world: World) -> None:
+    """Entries held from before a reset must never share a class number with entries made after it."""
+    for i in range(6):
+        world.node(f"ok{i}", asset_tags={"country": "US"})
+        world.node(f"eu{i}", asset_tags={"country": "EU"})
+    names = [f"{kind}{i}" for i in range(6) for kind in ("eu", "ok")]
+    pod = trust_pod(node_selector={"asset.trustgate.dev/country": "US"})
+    snapshot = world.snapshot()
+    index = NodeIndex(limit=1)
+    filter_nodes(snapshot, pod, ["ok0"], NOW, True, index)  # ok0 gets the first class number
+    for _ in range(2 * len(names) - 1):  # fill up to the limit with other snapshots' objects
+        index.entry(world.snapshot().nodes["eu0"], len(names))
+    outcome = filter_nodes(snapshot, pod, names, NOW, True, index)  # resets at its first new node
+    expected_passed, expected_failed, _ = plain(snapshot, pod, names, NOW)
+    assert outcome.passed == expected_passed
+    assert outcome.failed == expected_failed

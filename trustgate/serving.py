@@ -1,0 +1,203 @@
+"""Serving a Flask (WSGI) app under gunicorn over TLS, for the extender and the webhook.
+
+    serve("extender.main:create", bind="0.0.0.0:8443", certfile=..., keyfile=..., client_ca=...)
+
+- TLS 1.2 minimum, ECDHE key exchange with AES-GCM or ChaCha20-Poly1305 only (TLS 1.3 suites are
+  all AEAD), no compression or renegotiation, HTTP/1.1 only (no h2 via ALPN). With `client_ca`,
+  a client certificate signed by it is required (mTLS: kube-scheduler's `tlsConfig.certFile`).
+  gunicorn builds the SSL context per connection, so renewed certificate files are picked up
+  without a restart.
+- Each worker imports and calls the app factory itself (no `preload_app`): the cluster cache
+  starts watch threads, which must not be created before a fork.
+- gthread workers; bounded request line and headers; worker timeout, graceful shutdown,
+  keep-alive, and recycling after `max_requests` (with jitter, so workers do not restart together).
+- Prometheus: each worker process keeps its own registry (no multiprocess mode, which needs a
+  shared directory, cleanup hooks, and cannot serve callback gauges such as the cache age).
+  kube-scheduler calls an extender one pod at a time, so the extender runs a single worker, whose
+  threads serve probes and scrapes alongside, and its metrics are exact. With several workers a
+  scrape reads whichever worker accepted it; scale with replicas rather than workers when the
+  metrics matter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import ssl
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+from gunicorn.config import Config
+
+TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+_SUPPORTED = frozenset(Config().settings)  # this gunicorn's settings
+_OPTIONAL = frozenset({"http_protocols", "control_socket_disable"})  # newer gunicorns only
+DEFAULTS: dict[str, Any] = {
+    "timeout": 30,  # a worker silent this long is killed and replaced
+    "graceful_timeout": 20,
+    # Longer than Go's idle-connection timeout (90 s in kube-scheduler's and kube-apiserver's transports),
+    # so that the client, not the server, closes idle connections: no request races a closing socket.
+    "keepalive": 120,
+    "max_requests": 50_000,
+    "max_requests_jitter": 5_000,
+    "limit_request_line": 4094,
+    "limit_request_fields": 64,
+    "limit_request_field_size": 8190,
+    "loglevel": "info",
+    "accesslog": None,
+}
+
+
+def tls_context(config: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """gunicorn's `ssl_context` hook: harden the context built from certfile/keyfile/ca_certs/cert_reqs."""
+    context = default_factory()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS_CIPHERS)
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def gunicorn_settings(
+    bind: str,
+    certfile: str,
+    keyfile: str,
+    client_ca: str | None = None,
+    workers: int = 1,
+    threads: int = 4,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """gunicorn settings (the names of its config file) for a TLS server; `overrides` may set any
+    other gunicorn setting (timeout, keepalive, max_requests, accesslog, ...)."""
+    if workers < 1 or threads < 1:
+        raise ValueError("workers and threads must be at least 1")
+    settings: dict[str, Any] = {
+        **DEFAULTS,
+        "bind": [bind],
+        "workers": workers,
+        "threads": threads,
+        "worker_class": "gthread",
+        "preload_app": False,
+        "certfile": certfile,
+        "keyfile": keyfile,
+        "ca_certs": client_ca,
+        "cert_reqs": ssl.CERT_REQUIRED if client_ca else ssl.CERT_NONE,
+        "ciphers": TLS_CIPHERS,
+        "ssl_context": tls_context,
+        "http_protocols": "h1",
+        "do_handshake_on_connect": False,  # the worker thread handshakes, not the accept loop
+        "forwarded_allow_ips": "",  # nothing in front of us may claim another client address
+        "control_socket_disable": True,  # no runtime control socket (gunicorn >= 25.1 opens one in $HOME)
+    }
+    settings.update(overrides)
+    return {name: value for name, value in settings.items() if name in _SUPPORTED or name not in _OPTIONAL}
+
+
+def gunicorn_args(app_factory_path: str, **settings: Any) -> list[str]:
+    """The same server as a gunicorn command line (for a container `command:`, or debugging), with
+    each setting's flag as gunicorn defines it. The hardened `ssl_context` hook has no command-line
+    form: the cipher list and cert_reqs still apply, and the TLS 1.2 minimum then comes from Python's
+    defaults (3.10 and later)."""
+    known = Config().settings
+    args: list[str] = []
+    for name, value in gunicorn_settings(**settings).items():
+        setting = known[name]
+        if value is None or callable(value) or not setting.cli:
+            continue
+        flag = max(setting.cli, key=len)  # the long form
+        if setting.action in ("store_true", "store_false"):
+            if value != setting.default:
+                args.append(flag)  # the flag flips the default
+        elif isinstance(value, list):
+            for item in value:
+                args += [flag, str(item)]
+        else:
+            args += [flag, str(int(value) if isinstance(value, bool) else value)]
+    return [*args, f"{app_factory_path}()"]
+
+
+def load_factory(app_factory_path: str) -> Callable[[], Any]:
+    """`module:function` -> the function."""
+    module_name, _, attribute = app_factory_path.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"app factory must be given as module:function, not {app_factory_path!r}")
+    factory = getattr(importlib.import_module(module_name), attribute)
+    if not callable(factory):
+        raise TypeError(f"{app_factory_path} is not callable")
+    return factory
+
+
+class FactoryApplication(BaseApplication):
+    """gunicorn running the WSGI app returned by `module:function()`, built in each worker."""
+
+    def __init__(self, app_factory_path: str, settings: dict[str, Any]) -> None:
+        self.app_factory_path = app_factory_path
+        self.settings = settings
+        load_factory(app_factory_path)  # fail fast in the master on a bad path (importing only)
+        super().__init__()
+
+    def load_config(self) -> None:
+        assert self.cfg is not None
+        for name, value in self.settings.items():
+            if name not in self.cfg.settings:
+                raise ValueError(f"unknown gunicorn setting {name!r}")
+            self.cfg.set(name, value)
+
+    def load(self) -> Any:
+        return load_factory(self.app_factory_path)()
+
+
+def serve(
+    app_factory_path: str,
+    bind: str,
+    certfile: str,
+    keyfile: str,
+    client_ca: str | None = None,
+    workers: int = 1,
+    threads: int = 4,
+    **overrides: Any,
+) -> None:
+    """Run gunicorn over TLS until it is stopped (SIGTERM: graceful)."""
+    settings = gunicorn_settings(bind, certfile, keyfile, client_ca, workers, threads, **overrides)
+    FactoryApplication(app_factory_path, settings).run()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m trustgate.serving module:factory --bind ... --certfile ... --keyfile ...`"""
+    parser = argparse.ArgumentParser(prog="python -m trustgate.serving", description=main.__doc__)
+    parser.add_argument("app", help="the app factory, module:function")
+    parser.add_argument("--bind", default="0.0.0.0:8443")
+    parser.add_argument("--certfile", required=True)
+    parser.add_argument("--keyfile", required=True)
+    parser.add_argument("--client-ca", help="require client certificates signed by this CA (mTLS)")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--timeout", type=int, default=DEFAULTS["timeout"])
+    parser.add_argument("--graceful-timeout", type=int, default=DEFAULTS["graceful_timeout"])
+    parser.add_argument("--keepalive", type=int, default=DEFAULTS["keepalive"])
+    parser.add_argument("--max-requests", type=int, default=DEFAULTS["max_requests"])
+    parser.add_argument("--max-requests-jitter", type=int, default=DEFAULTS["max_requests_jitter"])
+    parser.add_argument("--log-level", default=DEFAULTS["loglevel"])
+    parser.add_argument("--access-log", help="access log file, - for stderr")
+    args = parser.parse_args(argv)
+    serve(
+        args.app,
+        bind=args.bind,
+        certfile=args.certfile,
+        keyfile=args.keyfile,
+        client_ca=args.client_ca,
+        workers=args.workers,
+        threads=args.threads,
+        timeout=args.timeout,
+        graceful_timeout=args.graceful_timeout,
+        keepalive=args.keepalive,
+        max_requests=args.max_requests,
+        max_requests_jitter=args.max_requests_jitter,
+        loglevel=args.log_level,
+        accesslog=args.access_log,
+    )
+
+
+if __name__ == "__main__":
+    main()

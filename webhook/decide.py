@@ -1,0 +1,334 @@
+"""Admission decisions: pure functions from a `Snapshot` and an `AdmissionRequest` to a `Decision`.
+
+Handled requests (everything else is allowed untouched, it cannot place a pod on a node):
+
+- `pods` CREATE with `spec.nodeName` set (such a pod skips the scheduler and the binding);
+- `pods/binding` and legacy `bindings` CREATE: the object is a Binding, the pod is looked up;
+- `pods/ephemeralcontainers` UPDATE: the object is the whole Pod, ephemeral containers included.
+
+Fail closed: while the trust cache is not synced, for a pod that cannot be found, a malformed
+object or a pod whose requirement cannot be read, the request is rejected with a clear message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from trustgate.audit import (
+    CACHE_NOT_READY,
+    DECISION_AUDITED,
+    DECISION_REJECTED,
+    DECISION_WARNED,
+    POD_NOT_FOUND,
+)
+from trustgate.policy import Enforcement, Failure, PolicyError, Verdict, pod_facts
+from trustgate.snapshot import Snapshot
+from webhook.review import AdmissionRequest
+
+PodLookup = Callable[[str, str, str], Mapping[str, Any] | None]  # (namespace, name, uid) -> Pod or None
+
+CODE_FORBIDDEN = 403
+CODE_BAD_REQUEST = 400
+CODE_UNAVAILABLE = 503
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+_RANK = {Enforcement.ENFORCE: 0, Enforcement.WARN: 1, Enforcement.AUDIT: 2}
+
+
+@dataclass(frozen=True)
+class Violation:
+    """What an audit record says about a decision that is not a plain allow."""
+
+    decision: str  # rejected | warned | audited
+    namespace: str
+    pod: str
+    node: str
+    reasons: tuple[str, ...]
+    policy: str = ""
+    enforcement: str = ""
+    pod_uid: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    code: int = 200
+    message: str = ""
+    warnings: tuple[str, ...] = ()
+    annotations: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    violation: Violation | None = None
+
+    @property
+    def outcome(self) -> str:
+        """`allowed`, or the violation's decision (`rejected`, `warned`, `audited`)."""
+        if self.violation is not None:
+            return self.violation.decision
+        return "allowed" if self.allowed else DECISION_REJECTED
+
+
+ALLOW = Decision(allowed=True)
+
+
+class _Reject(Exception):
+    """A request decided as a fail-closed rejection before any policy evaluation."""
+
+    def __init__(self, message: str, code: int, namespace: str = "", pod: str = "", node: str = "") -> None:
+        super().__init__(message)
+        self.message, self.code, self.namespace, self.pod, self.node = message, code, namespace, pod, node
+
+
+def decide(
+    snapshot: Snapshot,
+    request: AdmissionRequest,
+    lookup_pod: PodLookup | None = None,
+    now: float | None = None,
+) -> Decision:
+    """The decision for one admission request. `lookup_pod` finds a Binding's pod (default: the snapshot)."""
+    try:
+        return _decide(snapshot, request, lookup_pod or _snapshot_lookup(snapshot), now)
+    except _Reject as reject:
+        return _fail_closed(reject)
+
+
+def _decide(snapshot: Snapshot, request: AdmissionRequest, lookup_pod: PodLookup, now: float | None) -> Decision:
+    if request.problems:
+        raise _Reject("malformed AdmissionReview: " + "; ".join(request.problems), CODE_BAD_REQUEST)
+    if request.resource.group != "":
+        return ALLOW  # not a core resource: no pod placement
+    route = (request.resource.resource, request.sub_resource, request.operation)
+    if route == ("pods", "", "CREATE"):
+        handler = _pod_create
+    elif route in (("pods", "binding", "CREATE"), ("bindings", "", "CREATE")):
+        handler = _binding
+    elif route == ("pods", "ephemeralcontainers", "UPDATE"):
+        handler = _ephemeral_containers
+    else:
+        return ALLOW  # cannot change the node a pod runs on
+    return handler(snapshot, request, lookup_pod, now)
+
+
+def _pod_create(snapshot: Snapshot, request: AdmissionRequest, _: PodLookup, now: float | None) -> Decision:
+    pod = _object_of_kind(request, "Pod")
+    node = _node_name(pod)
+    if not node:
+        return ALLOW  # the scheduler (with the extender) and then the Binding are checked
+    return _judge(snapshot, request, pod, node, now, created=True)
+
+
+def _ephemeral_containers(snapshot: Snapshot, request: AdmissionRequest, _: PodLookup, now: float | None) -> Decision:
+    pod = _object_of_kind(request, "Pod")
+    node = _node_name(pod)
+    if not node:
+        return ALLOW  # not bound yet: the Binding will see the ephemeral containers
+    return _judge(snapshot, request, pod, node, now)
+
+
+def _binding(snapshot: Snapshot, request: AdmissionRequest, lookup_pod: PodLookup, now: float | None) -> Decision:
+    binding = _object_of_kind(request, "Binding")
+    metadata = binding.get("metadata") or {}
+    target = binding.get("target") or {}
+    if not isinstance(metadata, Mapping) or not isinstance(target, Mapping):
+        raise _Reject("malformed Binding: metadata and target must be objects", CODE_BAD_REQUEST)
+    name = _text(metadata.get("name")) or request.name
+    namespace = _text(metadata.get("namespace")) or request.namespace
+    uid = _text(metadata.get("uid"))
+    node = _text(target.get("name"))
+    if not name or not namespace:
+        raise _Reject("malformed Binding: no pod name or namespace", CODE_BAD_REQUEST)
+    if request.name and request.name != name:
+        raise _Reject(
+            f"malformed Binding: name {name} does not match the request's pod {request.name}",
+            CODE_BAD_REQUEST,
+            namespace,
+            request.name,
+        )
+    if target.get("kind") not in (None, "", "Node") or not node:
+        raise _Reject(f"malformed Binding for pod {namespace}/{name}: target must name a Node", CODE_BAD_REQUEST)
+    if not snapshot.synced:
+        raise _Reject(_not_ready(namespace, name, node), CODE_UNAVAILABLE, namespace, name, node)
+    pod = lookup_pod(namespace, name, uid)
+    if pod is None:
+        raise _Reject(
+            f"trustgate: {POD_NOT_FOUND}: cannot check the binding of pod {namespace}/{name} to node {node}",
+            CODE_FORBIDDEN,
+            namespace,
+            name,
+            node,
+        )
+    return _judge(snapshot, request, pod, node, now, namespace=namespace)
+
+
+def _judge(
+    snapshot: Snapshot,
+    request: AdmissionRequest,
+    pod: Mapping[str, Any],
+    node: str,
+    now: float | None,
+    namespace: str = "",
+    created: bool = False,
+) -> Decision:
+    """Evaluate `pod` on `node`: allow, warn, audit or reject. `created`: the pod exists only if admitted."""
+    try:
+        facts = pod_facts(pod)
+    except PolicyError as error:
+        ns = namespace or _text((pod.get("metadata") or {}).get("namespace")) or request.namespace
+        name = _text((pod.get("metadata") or {}).get("name")) or request.name
+        raise _Reject(
+            f"trustgate: cannot determine the trust requirement of pod {ns}/{name}: {error}",
+            CODE_FORBIDDEN,
+            ns,
+            name,
+            node,
+        ) from None
+    if not facts.namespace or (namespace and facts.namespace != namespace):
+        facts = dataclasses.replace(facts, namespace=namespace or request.namespace)
+    if not facts.name:
+        facts = dataclasses.replace(facts, name=request.name)
+    if not snapshot.synced:  # the policies and namespaces may be incomplete: every pod counts as unknown
+        raise _Reject(
+            _not_ready(facts.namespace, facts.name, node), CODE_UNAVAILABLE, facts.namespace, facts.name, node
+        )
+    requirement = snapshot.requirement(facts)
+    if requirement is None:
+        return ALLOW
+    verdict = snapshot.evaluate(requirement, snapshot.node(node), now if now is not None else time.time())
+    if verdict.passed:
+        return ALLOW
+    pod_uid = _text((pod.get("metadata") or {}).get("uid"))
+    decision = _violation(verdict, facts.namespace, facts.name, node, pod_uid)
+    if created and not decision.allowed and decision.violation is not None:
+        # A rejected CREATE leaves no pod behind: audit Events then point at the namespace.
+        decision = dataclasses.replace(decision, violation=dataclasses.replace(decision.violation, pod_uid=""))
+    return decision
+
+
+def _violation(verdict: Verdict, namespace: str, pod: str, node: str, pod_uid: str) -> Decision:
+    failures = sorted(verdict.failures, key=lambda f: _RANK[f.source.enforcement])
+    strongest = failures[0].source.enforcement
+    decision = {
+        Enforcement.ENFORCE: DECISION_REJECTED,
+        Enforcement.WARN: DECISION_WARNED,
+        Enforcement.AUDIT: DECISION_AUDITED,
+    }[strongest]
+    sources = list(dict.fromkeys(f.source.name for f in failures))
+    violation = Violation(
+        decision=decision,
+        namespace=namespace,
+        pod=pod,
+        node=node,
+        reasons=tuple(verdict.reasons(failures)),
+        policy=", ".join(sources),
+        enforcement=str(strongest),
+        pod_uid=pod_uid,
+    )
+    warn = [f for f in failures if f.source.enforcement is Enforcement.WARN]
+    warnings = tuple(f"trustgate: node {node} fails {f.source.name}: {reason}" for f in warn for reason in f.reasons)
+    annotations = {
+        "trustgate-decision": decision,
+        "trustgate-pod": f"{namespace}/{pod}",
+        "trustgate-node": node,
+        "trustgate-policy": violation.policy,
+        "trustgate-enforcement": violation.enforcement,
+        "trustgate-reasons": "; ".join(violation.reasons),
+    }
+    if decision != DECISION_REJECTED:
+        return Decision(allowed=True, warnings=warnings, annotations=annotations, violation=violation)
+    enforced = [f for f in failures if f.source.enforcement is Enforcement.ENFORCE]
+    message = f"trustgate: pod {namespace}/{pod} may not run on node {node}: {describe_failures(enforced)}"
+    return Decision(
+        allowed=False,
+        code=CODE_FORBIDDEN,
+        message=message,
+        warnings=warnings,
+        annotations=annotations,
+        violation=violation,
+    )
+
+
+def describe_failures(failures: list[Failure] | tuple[Failure, ...]) -> str:
+    """Every failed check once, each run of checks followed by the sources that demanded them:
+    `trust report expired at ... (node affinity, TrustPolicy pci); level kernel not trusted (TrustPolicy pci)`."""
+    by_reason: dict[str, list[str]] = {}
+    for failure in failures:
+        for reason in failure.reasons:
+            names = by_reason.setdefault(reason, [])
+            if failure.source.name not in names:
+                names.append(failure.source.name)
+    parts: list[str] = []
+    items = list(by_reason.items())
+    for index, (reason, names) in enumerate(items):
+        last_of_run = index + 1 == len(items) or items[index + 1][1] != names
+        parts.append(f"{reason} ({', '.join(names)})" if last_of_run else reason)
+    return "; ".join(parts)
+
+
+def _fail_closed(reject: _Reject) -> Decision:
+    violation = Violation(
+        decision=DECISION_REJECTED,
+        namespace=reject.namespace,
+        pod=reject.pod,
+        node=reject.node,
+        reasons=(reject.message.removeprefix("trustgate: "),),
+    )
+    annotations = {"trustgate-decision": DECISION_REJECTED, "trustgate-reasons": violation.reasons[0]}
+    if reject.node:
+        annotations["trustgate-node"] = reject.node
+    if reject.pod:
+        annotations["trustgate-pod"] = f"{reject.namespace}/{reject.pod}"
+    message = reject.message if reject.message.startswith("trustgate: ") else f"trustgate: {reject.message}"
+    return Decision(allowed=False, code=reject.code, message=message, annotations=annotations, violation=violation)
+
+
+def _not_ready(namespace: str, pod: str, node: str) -> str:
+    return f"trustgate: {CACHE_NOT_READY}, cannot admit pod {namespace}/{pod} on node {node} yet (fail closed)"
+
+
+def _object_of_kind(request: AdmissionRequest, kind: str) -> Mapping[str, Any]:
+    obj = request.object
+    if not isinstance(obj, Mapping):
+        raise _Reject(f"request has no {kind} object", CODE_BAD_REQUEST, request.namespace, request.name)
+    found = obj.get("kind") or request.kind.kind
+    if found != kind or (request.kind.kind and request.kind.kind != kind):
+        shown = str(found or request.kind.kind or "unknown")[:64]
+        raise _Reject(
+            f"expected a {kind} for {request.resource_path} {request.operation}, got {shown}",
+            CODE_BAD_REQUEST,
+            request.namespace,
+            request.name,
+        )
+    if obj.get("apiVersion") not in (None, "v1"):
+        raise _Reject(
+            f"expected a v1 {kind}, got apiVersion {str(obj.get('apiVersion'))[:64]}",
+            CODE_BAD_REQUEST,
+            request.namespace,
+            request.name,
+        )
+    return obj
+
+
+def _node_name(pod: Mapping[str, Any]) -> str:
+    spec = pod.get("spec")
+    if spec is None:
+        return ""
+    if not isinstance(spec, Mapping):
+        raise _Reject("malformed Pod: spec must be an object", CODE_BAD_REQUEST)
+    node = spec.get("nodeName")
+    if node is not None and not isinstance(node, str):
+        raise _Reject("malformed Pod: spec.nodeName must be a string", CODE_BAD_REQUEST)
+    return node or ""
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _snapshot_lookup(snapshot: Snapshot) -> PodLookup:
+    def lookup(namespace: str, name: str, uid: str) -> Mapping[str, Any] | None:
+        return snapshot.pods.get((namespace, name))
+
+    return lookup
