@@ -296,7 +296,9 @@ def _constraint_reasons(requirement: TrustRequirement, node: NodeTrust, trusted:
     for term in constraints.terms or ():
         reasons += [_requirement_reason(r, labels) for r in term.expressions if not r.matches(labels)]
     reasons = [r for r in reasons if r]
-    return reasons or ["node affinity not satisfied by the node's verified labels"]
+    if reasons or not trusted:  # not trusted: the level reasons already say why
+        return reasons
+    return ["node affinity not satisfied by the node's verified labels"]
 
 
 def _requirement_reason(requirement: Requirement, labels: Mapping[str, str]) -> str:

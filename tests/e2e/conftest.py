@@ -1,0 +1,19 @@
+"""One development stack (real control plane + trustgate services) shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from devstack import DevStack
+from harness import binaries
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    dev = DevStack(tmp_path_factory.mktemp("stack"), bin_dir=binaries())
+    try:
+        dev.up()
+        yield dev
+    finally:
+        dev.down()
