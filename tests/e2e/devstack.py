@@ -32,6 +32,7 @@ DEPLOY = ROOT / "deploy"
 NAMESPACE = "trustgate-system"
 ISSUER = "https://aias.trustgate.dev.local"
 SERVICES = ("extender", "webhook", "labeler")
+SKEW_SECONDS = 2  # every component of the stack shares this machine's clock
 IDENTITY = {
     "extender": "system:serviceaccount:trustgate-system:trustgate-extender",
     "labeler": "system:serviceaccount:trustgate-system:trustgate-extender",
@@ -127,6 +128,7 @@ class DevStack:
             f"--jwks={self.jwks}",
             f"--kubeconfig={self.workdir / f'trustgate-{service}.kubeconfig'}",
             f"--namespace={NAMESPACE}",
+            f"--skew={SKEW_SECONDS}",
         ]
         if service == "labeler":
             return [_bin("trustgate-labeler"), *common, "--identity=dev-labeler"]

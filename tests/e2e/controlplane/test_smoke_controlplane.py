@@ -20,6 +20,7 @@ from harness import binaries, eventually
 
 pytestmark = pytest.mark.e2e
 
+
 @pytest.fixture(scope="module")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.ControlPlane]:
     bin_dir = binaries()
