@@ -20,8 +20,9 @@ from typing import Any
 
 from extender.wire import MAX_PRIORITY
 from trustgate.labels import is_trust_label
-from trustgate.node import NO_REPORT, UNKNOWN_NODE, NodeTrust
+from trustgate.node import NO_REPORT, NodeTrust
 from trustgate.policy import PolicyError, TrustRequirement, pod_facts
+from trustgate.reasons import reason_category
 from trustgate.snapshot import Snapshot
 
 NOT_SYNCED = "trustgate: the trust report cache has not synced yet (no decision is made before it has; retry)"
@@ -326,48 +327,6 @@ class _Judge:
             return _PASS
         enforced = verdict.enforced_failures
         return ("; ".join(verdict.reasons(enforced)) if enforced else "", False)
-
-
-# --- reason categories (a bounded label set for metrics) ------------------------------------------
-
-CATEGORIES = (
-    "no_report",
-    "unknown_node",
-    "invalid",
-    "expired",
-    "not_yet_valid",
-    "bound_elsewhere",
-    "rebooted",
-    "level",
-    "asset_tag",
-    "affinity",
-    "policy_invalid",
-    "other",
-)
-_PREFIXES = (
-    (NO_REPORT, "no_report"),
-    (UNKNOWN_NODE, "unknown_node"),
-    ("trust report invalid", "invalid"),
-    ("trust report expired", "expired"),
-    ("trust report not valid before", "not_yet_valid"),
-    ("trust report issued in the future", "not_yet_valid"),
-    ("report bound to another host", "bound_elsewhere"),
-    ("node reports no system UUID", "bound_elsewhere"),
-    ("report predates the node's last reboot", "rebooted"),
-    ("level ", "level"),
-    ("asset tag ", "asset_tag"),
-    ("node not trusted", "affinity"),
-    ("node affinity", "affinity"),
-    ("TrustPolicy ", "policy_invalid"),
-)
-
-
-def reason_category(reason: str) -> str:
-    """The category of a failure message (of its first reason when several are joined)."""
-    for prefix, category in _PREFIXES:
-        if reason.startswith(prefix):
-            return category
-    return "other"
 
 
 def categorize(failed: Mapping[str, str]) -> Counter[str]:

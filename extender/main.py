@@ -13,7 +13,6 @@ a single worker keeps one cluster cache (one set of watches on the API server) a
 from __future__ import annotations
 
 import gc
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -21,9 +20,8 @@ from flask import Flask
 
 from extender.app import create_app
 from trustgate.cache import ClusterCache
-from trustgate.config import ConfigError, Settings, parse_settings
 from trustgate.inventory import api_client
-from trustgate.serving import serve
+from trustgate.serving import run_service, service_settings
 
 PROG = "trustgate-extender"
 # Decoding a NodeList of 1,000 full Nodes allocates ~150,000 containers that live until the reply is
@@ -31,7 +29,6 @@ PROG = "trustgate-extender"
 # whole heap and put p99 at ~5x p50 (bench.filter: CPU p99 152 ms against p50 31 ms). Fewer, larger
 # young collections keep p99 close to p50 (35 ms) at the cost of a little memory.
 GC_THRESHOLDS = (20_000, 10, 10)
-_settings: Settings | None = None  # set by main() in the master, inherited by the forked workers
 
 
 def tune_gc() -> None:
@@ -44,7 +41,7 @@ def tune_gc() -> None:
 
 def create() -> Flask:
     """The app factory gunicorn calls in each worker."""
-    settings = _settings if _settings is not None else parse_settings([], PROG)  # from TRUSTGATE_* alone
+    settings = service_settings(PROG)
     cache = ClusterCache(api_client(settings.kubeconfig), settings.verifier()).start()
     app = create_app(cache)
     tune_gc()
@@ -52,25 +49,7 @@ def create() -> Flask:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    global _settings
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        _settings = parse_settings(argv, PROG)
-    except ConfigError as error:
-        print(f"{PROG}: {error}", file=sys.stderr)
-        return 2
-    assert _settings.tls_cert is not None and _settings.tls_key is not None  # checked by parse_settings
-    serve(
-        f"{__name__}:create",
-        bind=_settings.bind,
-        certfile=_settings.tls_cert,
-        keyfile=_settings.tls_key,
-        client_ca=_settings.client_ca,
-        workers=_settings.workers,
-        threads=_settings.threads,
-    )
-    return 0
-
+    return run_service(PROG, f"{__name__}:create", argv)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -30,6 +30,8 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter
 
+from trustgate.reasons import CATEGORIES, reason_category
+
 log = logging.getLogger(__name__)
 
 DECISION_REJECTED = "rejected"
@@ -41,46 +43,6 @@ EVENT_REASON = "TrustPolicyViolation"
 RECORD_ANNOTATION = "trustgate.dev/audit-record"
 EVENT_COMPONENT = "trustgate-webhook"
 MAX_EVENT_MESSAGE = 1024
-
-# Reasons the webhook gives before (or instead of) any policy evaluation.
-CACHE_NOT_READY = "trust cache not ready"
-POD_NOT_FOUND = "pod not found"
-
-# Reason categories: a bounded label set for metrics. First match wins.
-_CATEGORIES: tuple[tuple[str, str], ...] = (
-    (CACHE_NOT_READY, "not-ready"),
-    (POD_NOT_FOUND, "pod-not-found"),
-    ("no trust report", "no-report"),
-    ("trust report expired", "expired"),
-    ("not valid before", "not-yet-valid"),
-    ("issued in the future", "not-yet-valid"),
-    ("trust report invalid", "invalid-report"),
-    ("bound to another host", "host-binding"),
-    ("last reboot", "host-binding"),
-    ("no system UUID", "host-binding"),
-    ("node not found", "unknown-node"),
-    ("is invalid:", "policy-error"),
-    ("cannot determine the trust requirement", "policy-error"),
-    ("asset tag", "asset-tag"),
-    ("node not trusted", "node-affinity"),
-    ("node affinity", "node-affinity"),
-    ("malformed", "bad-request"),
-    ("expected a", "bad-request"),
-    ("has no", "bad-request"),
-    ("internal error", "internal-error"),
-)
-CATEGORIES = tuple(dict.fromkeys([c for _, c in _CATEGORIES] + ["level", "other"]))
-
-
-def reason_category(reason: str) -> str:
-    """The bounded category of a reason string, for metric labels."""
-    for needle, category in _CATEGORIES:
-        if needle in reason:
-            return category
-    if reason.startswith("level ") and reason.endswith(" not trusted"):
-        return "level"
-    return "other"
-
 
 def format_rfc3339(timestamp: float) -> str:
     """`2026-11-26T10:00:00.123Z` (UTC, milliseconds)."""

@@ -23,12 +23,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import ssl
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.config import Config
+
+from trustgate.config import ConfigError, Settings, parse_settings
 
 TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 _SUPPORTED = frozenset(Config().settings)  # this gunicorn's settings
@@ -161,6 +165,38 @@ def serve(
     """Run gunicorn over TLS until it is stopped (SIGTERM: graceful)."""
     settings = gunicorn_settings(bind, certfile, keyfile, client_ca, workers, threads, **overrides)
     FactoryApplication(app_factory_path, settings).run()
+
+
+_service_settings: dict[str, Settings] = {}  # set by run_service in the master, inherited by workers
+
+
+def service_settings(prog: str) -> Settings:
+    """In a worker: the settings `run_service` checked in the master (else from `TRUSTGATE_*` alone)."""
+    found = _service_settings.get(prog)
+    return found if found is not None else parse_settings([], prog)
+
+
+def run_service(prog: str, app_factory_path: str, argv: Sequence[str] | None = None) -> int:
+    """A service's entry point: check the configuration in the master (exit 2 with a message when it
+    cannot work, before serving anything), then serve `app_factory_path` in gunicorn workers."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = parse_settings(argv, prog)
+    except ConfigError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 2
+    _service_settings[prog] = settings
+    assert settings.tls_cert is not None and settings.tls_key is not None  # checked by parse_settings
+    serve(
+        app_factory_path,
+        bind=settings.bind,
+        certfile=settings.tls_cert,
+        keyfile=settings.tls_key,
+        client_ca=settings.client_ca,
+        workers=settings.workers,
+        threads=settings.threads,
+    )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> None:

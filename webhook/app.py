@@ -16,7 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.registry import Collector
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from trustgate.audit import CATEGORIES, DECISIONS, AuditLog, AuditRecord, format_rfc3339, reason_category
+from trustgate.audit import DECISIONS, AuditLog, AuditRecord, format_rfc3339
+from trustgate.reasons import CATEGORIES, reason_category
 from trustgate.snapshot import ClusterView, Snapshot
 from webhook.decide import Decision, Violation, decide
 from webhook.review import (

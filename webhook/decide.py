@@ -19,14 +19,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from trustgate.audit import (
-    CACHE_NOT_READY,
-    DECISION_AUDITED,
-    DECISION_REJECTED,
-    DECISION_WARNED,
-    POD_NOT_FOUND,
-)
+from trustgate.audit import DECISION_AUDITED, DECISION_REJECTED, DECISION_WARNED
 from trustgate.policy import Enforcement, Failure, PolicyError, Verdict, pod_facts
+from trustgate.reasons import CACHE_NOT_READY, POD_NOT_FOUND
 from trustgate.snapshot import Snapshot
 from webhook.review import AdmissionRequest
 

@@ -13,7 +13,6 @@ binding) rather than keeping every pod of the cluster in each worker's memory.
 from __future__ import annotations
 
 import gc
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -21,20 +20,18 @@ from flask import Flask
 
 from trustgate.audit import AuditLog, EventSink, JsonLinesSink, Sink
 from trustgate.cache import ClusterCache
-from trustgate.config import ConfigError, Settings, parse_settings
 from trustgate.inventory import api_client
-from trustgate.serving import serve
+from trustgate.serving import run_service, service_settings
 from webhook.app import create_app
 
 PROG = "trustgate-webhook"
-_settings: Settings | None = None  # set by main() in the master, inherited by the forked workers
 
 
 def create() -> Flask:
     """The app factory gunicorn calls in each worker."""
     from kubernetes import client
 
-    settings = _settings if _settings is not None else parse_settings([], PROG)  # from TRUSTGATE_* alone
+    settings = service_settings(PROG)
     api = api_client(settings.kubeconfig)
     cache = ClusterCache(api, settings.verifier()).start()
     sinks: list[Sink] = []
@@ -48,25 +45,7 @@ def create() -> Flask:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    global _settings
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        _settings = parse_settings(argv, PROG)
-    except ConfigError as error:
-        print(f"{PROG}: {error}", file=sys.stderr)
-        return 2
-    assert _settings.tls_cert is not None and _settings.tls_key is not None  # checked by parse_settings
-    serve(
-        f"{__name__}:create",
-        bind=_settings.bind,
-        certfile=_settings.tls_cert,
-        keyfile=_settings.tls_key,
-        client_ca=_settings.client_ca,
-        workers=_settings.workers,
-        threads=_settings.threads,
-    )
-    return 0
-
+    return run_service(PROG, f"{__name__}:create", argv)
 
 if __name__ == "__main__":
     sys.exit(main())

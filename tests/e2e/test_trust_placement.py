@@ -325,7 +325,8 @@ def test_with_the_webhook_down_trust_pods_are_refused_and_kube_system_is_unaffec
     stack.stop_service("webhook")
     try:
         result = kubectl(stack, "apply", "-f", "-", input=json.dumps(trusted_pod("while-down", nodeName="trusted-us")))
-        assert result.returncode != 0 and "failed calling webhook" in result.stderr
+        assert result.returncode != 0, result.stdout
+        assert "failed calling webhook" in result.stderr, result.stderr
         apply(stack, pod("system-ok", namespace="kube-system", nodeName="none"))
         assert bound_node(stack, "kube-system", "system-ok") == "none"
     finally:

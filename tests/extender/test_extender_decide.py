@@ -10,11 +10,9 @@ import pytest
 from extender_support import NOW, World, names_args, nodes_args, trust_pod
 
 from extender.filter import (
-    CATEGORIES,
     NodeIndex,
     filter_nodes,
     prioritize_nodes,
-    reason_category,
     requirement_of,
 )
 from factories import node_object, pod_object, trust_policy
@@ -235,30 +233,6 @@ def test_filter_without_an_index(world: World) -> None:
 
 # --- reason categories -------------------------------------------------------------------------------
 
-
-@pytest.mark.parametrize(
-    ("reason", "category"),
-    [
-        ("no trust report", "no_report"),
-        ("node not found in the cluster", "unknown_node"),
-        ("trust report invalid: signature does not verify with key k", "invalid"),
-        ("trust report expired at 2026-11-26T10:00:00Z", "expired"),
-        ("trust report not valid before 2026-11-26T10:00:00Z", "not_yet_valid"),
-        ("trust report issued in the future (2026-11-26T10:00:00Z)", "not_yet_valid"),
-        ("report bound to another host (issued for node x)", "bound_elsewhere"),
-        ("node reports no system UUID to bind the report to", "bound_elsewhere"),
-        ("report predates the node's last reboot (boot id differs)", "rebooted"),
-        ("level kernel not trusted; asset tag country=EU not in [US]", "level"),
-        ("asset tag country=EU not in [US]", "asset_tag"),
-        ("node not trusted", "affinity"),
-        ("node affinity not satisfied by the node's verified labels", "affinity"),
-        ("TrustPolicy x is invalid: bad", "policy_invalid"),
-        ("something new", "other"),
-    ],
-)
-def test_reason_categories(reason: str, category: str) -> None:
-    assert reason_category(reason) == category
-    assert category in CATEGORIES
 
 
 def test_index_reset_in_the_middle_of_a_request(world: World) -> None:
