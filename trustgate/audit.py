@@ -13,13 +13,11 @@ Events expire (the apiserver's `--event-ttl`, 1 h by default); the file is the d
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import queue
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -30,6 +28,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter
 
+from trustgate import table
 from trustgate.reasons import CATEGORIES, reason_category
 
 log = logging.getLogger(__name__)
@@ -494,68 +493,4 @@ def format_table(records: Sequence[AuditRecord]) -> str:
         )
         for r in records
     ]
-    widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(_COLUMNS)]
-    lines = []
-    for row in [_COLUMNS, *rows]:
-        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
-        lines.append("  ".join([*cells, row[-1]]).rstrip())
-    return "\n".join(lines) + "\n"
-
-
-def _core_v1_api(kubeconfig: str | None) -> Any:
-    from kubernetes import client, config
-
-    if kubeconfig:
-        config.load_kube_config(config_file=kubeconfig)
-    else:
-        try:
-            config.load_kube_config()
-        except Exception:
-            config.load_incluster_config()
-    return client.CoreV1Api()
-
-
-def cmd_audit(args: argparse.Namespace) -> int:
-    """List audit records: from `--file`, else from the cluster's Events (`--kubeconfig` or the default)."""
-    filters = {"since": args.since, "namespace": args.namespace, "node": args.node, "decision": args.decision}
-    try:
-        if args.file:
-            records = read_records(args.file, **filters)
-        else:
-            records = records_from_events(_core_v1_api(args.kubeconfig), **filters)
-    except OSError as error:
-        print(f"trustctl audit: cannot read {args.file}: {error.strerror or error}", file=sys.stderr)
-        return 2
-    except Exception as error:  # kubeconfig or API errors
-        print(f"trustctl audit: cannot read the audit Events: {error}", file=sys.stderr)
-        return 2
-    if args.json:
-        for record in records:
-            sys.stdout.write(record.to_json() + "\n")
-    elif records:
-        sys.stdout.write(format_table(records))
-    else:
-        print("no audit records match", file=sys.stderr)
-    return 0
-
-
-def add_audit_command(subparsers: Any) -> argparse.ArgumentParser:
-    """Register `trustctl audit` on the `trustctl` sub-parsers."""
-    from trustgate.cli import parse_duration  # late: trustgate.cli imports this module
-
-    parser = subparsers.add_parser(
-        "audit",
-        help="list rejected pods and trust policy violations",
-        description="List audit records newest first, from the webhook's JSON-lines audit log (--file) "
-        "or from the TrustPolicyViolation Events in the cluster (--kubeconfig, or the default kubeconfig).",
-    )
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--file", metavar="PATH", help="the webhook's JSON-lines audit log")
-    source.add_argument("--kubeconfig", metavar="PATH", help="read the Events of this cluster")
-    parser.add_argument("--since", type=parse_duration, metavar="DURATION", help="only newer records, e.g. 1h, 30m")
-    parser.add_argument("--namespace", "-n", metavar="NS")
-    parser.add_argument("--node", metavar="NODE")
-    parser.add_argument("--decision", choices=DECISIONS)
-    parser.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    parser.set_defaults(handler=cmd_audit)
-    return parser
+    return table.format_table(_COLUMNS, rows)

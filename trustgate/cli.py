@@ -12,8 +12,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from trustgate.audit import add_audit_command
+from trustgate.audit import DECISIONS, format_table, read_records, records_from_events
 from trustgate.keys import (
     KEYGEN_ALGORITHMS,
     KeyConfigError,
@@ -151,15 +152,46 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
-    from trustgate.inventory import NODE_HEADERS, api_client, cluster_rows, format_table
+    from trustgate.inventory import NODE_HEADERS, api_client, cluster_rows
+    from trustgate.table import format_table as table
 
     rows = cluster_rows(api_client(args.kubeconfig), _verifier(args))
     if args.json:
         for row in rows:
             print(json.dumps(row.__dict__ | {"failing_levels": list(row.failing_levels)}, sort_keys=True))
     else:
-        print(format_table(NODE_HEADERS, [row.cells() for row in rows]))
+        print(table(NODE_HEADERS, [row.cells() for row in rows]))
     return EXIT_OK if all(row.trusted for row in rows) or not args.fail_untrusted else EXIT_REJECTED
+
+
+def _events_api(kubeconfig: str | None) -> Any:
+    from kubernetes import client
+
+    from trustgate.inventory import api_client
+
+    return client.CoreV1Api(api_client(kubeconfig))
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Audit records newest first: from `--file`, else the cluster's TrustPolicyViolation Events."""
+    filters = {"since": args.since, "namespace": args.namespace, "node": args.node, "decision": args.decision}
+    try:
+        if args.file:
+            records = read_records(args.file, **filters)
+        else:
+            records = records_from_events(_events_api(args.kubeconfig), **filters)
+    except OSError as error:
+        raise UsageError(f"cannot read {args.file}: {error.strerror or error}") from None
+    except Exception as error:  # kubeconfig or API errors
+        raise UsageError(f"cannot read the audit Events: {error}") from None
+    if args.json:
+        for record in records:
+            print(record.to_json())
+    elif records:
+        print(format_table(records))
+    else:
+        print("no audit records match", file=sys.stderr)
+    return EXIT_OK
 
 
 def _add_key_options(parser: argparse.ArgumentParser, issuer_required: bool = True) -> None:
@@ -218,7 +250,21 @@ def build_parser() -> argparse.ArgumentParser:
     nodes.add_argument("--fail-untrusted", action="store_true", help="exit 1 when any node is not trusted")
     nodes.set_defaults(handler=cmd_nodes)
 
-    add_audit_command(commands)
+    audit = commands.add_parser(
+        "audit",
+        help="list rejected pods and trust policy violations",
+        description="Audit records newest first, from the webhook's JSON-lines audit log (--file) or from the "
+        "TrustPolicyViolation Events of the cluster (--kubeconfig, or the default kubeconfig).",
+    )
+    source = audit.add_mutually_exclusive_group()
+    source.add_argument("--file", metavar="PATH", help="the webhook's JSON-lines audit log")
+    source.add_argument("--kubeconfig", metavar="PATH", help="read the Events of this cluster")
+    audit.add_argument("--since", type=parse_duration, metavar="DURATION", help="only newer records, e.g. 1h")
+    audit.add_argument("--namespace", "-n", metavar="NS")
+    audit.add_argument("--node", metavar="NODE")
+    audit.add_argument("--decision", choices=DECISIONS)
+    audit.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    audit.set_defaults(handler=cmd_audit)
     return parser
 
 

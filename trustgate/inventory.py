@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,19 +18,14 @@ GROUP, VERSION, PLURAL = "trustgate.dev", "v1alpha1", "nodetrustreports"
 
 
 def api_client(kubeconfig: str | None) -> client.ApiClient:
+    """A client for `kubeconfig`; without one, as kubectl: $KUBECONFIG or ~/.kube/config, else in-cluster."""
     if kubeconfig:
         return config.new_client_from_config(config_file=kubeconfig)
-    config.load_incluster_config()
-    return client.ApiClient()
-
-
-def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """A plain, left-aligned text table like kubectl's."""
-    rows = [list(map(str, row)) for row in rows]
-    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = ["   ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    return "\n".join(lines)
+    try:
+        return config.new_client_from_config()
+    except config.ConfigException:
+        config.load_incluster_config()
+        return client.ApiClient()
 
 
 @dataclass(frozen=True)

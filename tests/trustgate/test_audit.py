@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from trustgate import audit as audit_module
+from trustgate import cli as cli_module
 from trustgate.audit import (
     EVENT_REASON,
     RECORD_ANNOTATION,
@@ -21,13 +21,13 @@ from trustgate.audit import (
     AuditRecord,
     EventSink,
     JsonLinesSink,
-    add_audit_command,
     format_rfc3339,
     format_table,
     read_records,
     record_from_event,
     records_from_events,
 )
+from trustgate.cli import build_parser, main
 
 T0 = 1_795_000_000.0
 
@@ -340,14 +340,11 @@ def test_record_from_an_event_without_annotation() -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="trustctl")
-    add_audit_command(root.add_subparsers(dest="command", required=True))
-    return root
+    return build_parser()
 
 
 def run(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
-    return args.handler(args)
+    return main(argv)
 
 
 def test_audit_command_json_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -399,7 +396,7 @@ def test_audit_command_reads_events_with_kubeconfig(
         seen.append(kubeconfig)
         return api
 
-    monkeypatch.setattr(audit_module, "_core_v1_api", fake_api)
+    monkeypatch.setattr(cli_module, "_events_api", fake_api)
     assert run(["audit", "--kubeconfig", "/tmp/kc", "--json"]) == 0
     assert seen == ["/tmp/kc"]
     assert json.loads(capsys.readouterr().out)["pod"] == "from-event"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -11,16 +10,14 @@ import pytest
 from reviews import EXPIRED, KERNEL_UNTRUSTED, NO_REPORT, TRUST_SELECTOR, WARN_POLICY, pod_binding, pod_create, snapshot
 
 from factories import Issuer, pod_object
-from trustgate.audit import AuditLog, EventSink, JsonLinesSink, add_audit_command, records_from_events
+from trustgate.audit import AuditLog, EventSink, JsonLinesSink, records_from_events
+from trustgate.cli import main
 from trustgate.snapshot import StaticCluster
 from webhook.app import create_app
 
 
 def trustctl_audit(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="trustctl")
-    add_audit_command(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["audit", *argv])
-    return args.handler(args)
+    return main(["audit", *argv])
 
 
 class FakeEvents:
