@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP) controlplane
+test: $(STAMP) controlplane tpm-tools
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -29,7 +29,11 @@ clean:
 	rm -rf $(VENV) .pytest_cache
 
 # A real control plane (built once from the Go module proxy, cached in ~/.cache/trustgate) with trustgate.
-.PHONY: controlplane dev-up dev-down demo
+.PHONY: controlplane tpm-tools dev-up dev-down demo
+# Debian's swtpm and tpm2-tools: the emulated TPMs of the attestation tests (needs root and apt).
+tpm-tools:
+	bash agent/install-tpm-tools.sh
+
 controlplane:
 	bash tests/e2e/controlplane/build.sh
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
+import signal
 import ssl
 import subprocess
 import sys
@@ -105,22 +107,30 @@ class DevStack:
 
     def start_service(self, service: str, wait: bool = True) -> None:
         log = open(self.logs / f"trustgate-{service}.log", "ab")  # noqa: SIM115 - owned by the child
-        process = subprocess.Popen(self.service_argv(service), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        process = subprocess.Popen(
+            self.service_argv(service), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True
+        )
         self._procs[service] = process
         self._record()
         if wait and service != "labeler":
             self.wait_ready(service)
 
-    def stop_service(self, service: str) -> None:
+    def stop_service(self, service: str, grace: float = 30.0) -> None:
+        """Stop a service and all its gunicorn workers (its process group): SIGTERM, then SIGKILL."""
         process = self._procs.pop(service, None)
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            self._record()
+        if process is None:
+            return
+        if grace > 0:
+            _signal_group(process.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(grace)
+        _signal_group(process.pid, signal.SIGKILL)  # workers still draining connections go too
+        process.wait()
+        self._record()
+
+    def crash_service(self, service: str) -> None:
+        """SIGKILL a service with all its workers at once, as a node failure would."""
+        self.stop_service(service, grace=0)
 
     def service_argv(self, service: str) -> list[str]:
         common = [
@@ -237,6 +247,11 @@ class DevStack:
         )
 
 
+def _signal_group(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum)  # services run in their own session: the group id is the master's pid
+
+
 def _stop_recorded_services(workdir: Path) -> list[str]:
     """Stop services recorded by another process (`make dev-down`)."""
     path = workdir / "services.json"
@@ -246,11 +261,8 @@ def _stop_recorded_services(workdir: Path) -> list[str]:
         return []
     stopped = []
     for name, entry in recorded.items():
-        try:
-            os.kill(int(entry["pid"]), 15)
-            stopped.append(name)
-        except (ProcessLookupError, PermissionError):
-            pass
+        _signal_group(int(entry["pid"]), signal.SIGTERM)
+        stopped.append(name)
     path.unlink(missing_ok=True)
     return stopped
 

@@ -322,7 +322,7 @@ def test_pods_that_need_no_trust_schedule_anywhere(stack, fleet):
 
 
 def test_with_the_webhook_down_trust_pods_are_refused_and_kube_system_is_unaffected(stack, fleet):
-    stack.stop_service("webhook")
+    stack.crash_service("webhook")
     try:
         result = kubectl(stack, "apply", "-f", "-", input=json.dumps(trusted_pod("while-down", nodeName="trusted-us")))
         assert result.returncode != 0, result.stdout
