@@ -67,7 +67,11 @@ class DevStack:
         self.jwks = self.workdir / "issuer.jwks.json"
         self.audit_log = self.workdir / "audit.jsonl"
         self.services_file = self.workdir / "services.json"
-        self.ports = self.ports or dict(zip(("extender", "webhook"), cluster.free_ports(2), strict=True))
+        self.ports = (
+            self.ports
+            or self._running_ports()
+            or dict(zip(("extender", "webhook"), cluster.free_ports(2), strict=True))
+        )
 
     # --- URLs and files ------------------------------------------------------------------
 
@@ -172,6 +176,20 @@ class DevStack:
             time.sleep(0.2)
         raise RuntimeError(f"trustgate-{service} not ready after {timeout}s ({last}):\n{self.log_tail(service)}")
 
+    def filter(self, pod: dict[str, Any], names: list[str]) -> tuple[list[str], dict[str, str]]:
+        """Ask the extender exactly as kube-scheduler does (nodeCacheCapable: NodeNames, over mTLS):
+        the passing node names and the failing ones with their reasons."""
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.load_cert_chain(self.workdir / "scheduler-client.crt", self.workdir / "scheduler-client.key")
+        request = urllib.request.Request(
+            f"{self.url('extender')}/filter",
+            data=json.dumps({"Pod": pod, "NodeNames": names}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, context=context, timeout=5) as response:
+            result = json.load(response)
+        return list(result.get("NodeNames") or []), dict(result.get("FailedAndUnresolvableNodes") or {})
+
     def log_tail(self, service: str, lines: int = 30) -> str:
         path = self.logs / f"trustgate-{service}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
@@ -240,6 +258,16 @@ class DevStack:
     def _write_endpoints(self) -> None:
         endpoints = {"extender": self.url("extender"), "webhook": self.url("webhook"), "ca": str(self.ca_file)}
         (self.workdir / "endpoints.json").write_text(json.dumps(endpoints, indent=2) + "\n")
+
+    def _running_ports(self) -> dict[str, int]:
+        """The ports of this workdir's running services, so that another process can attach to them."""
+        if not cluster.recorded_running(self.workdir):
+            return {}
+        try:
+            recorded = json.loads(self.services_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {name: entry["port"] for name, entry in recorded.items() if entry.get("port")}
 
     def _record(self) -> None:
         self.services_file.write_text(

@@ -9,11 +9,9 @@ the assertions are on bindings.
 from __future__ import annotations
 
 import json
-import ssl
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,17 +108,7 @@ def bound_node(stack: DevStack, namespace: str, name: str) -> str | None:
 
 
 def extender_filter(stack: DevStack, pod: dict[str, Any], names: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Ask the extender exactly as kube-scheduler does (nodeCacheCapable: NodeNames), over mTLS."""
-    context = ssl.create_default_context(cafile=str(stack.ca_file))
-    context.load_cert_chain(stack.workdir / "scheduler-client.crt", stack.workdir / "scheduler-client.key")
-    request = urllib.request.Request(
-        f"{stack.url('extender')}/filter",
-        data=json.dumps({"Pod": pod, "NodeNames": names}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, context=context, timeout=5) as response:
-        result = json.load(response)
-    return list(result.get("NodeNames") or []), dict(result.get("FailedAndUnresolvableNodes") or {})
+    return stack.filter(pod, names)
 
 
 def events(stack: DevStack, namespace: str, reason: str) -> list[dict[str, Any]]:

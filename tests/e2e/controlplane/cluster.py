@@ -955,11 +955,12 @@ class ControlPlane:
 
     def _choose_ports(self) -> Ports:
         """Reuse the ports of a previous run of this workdir when free (etcd's member peer
-        URL is stored in its data), otherwise pick free ones."""
+        URL is stored in its data), or those of its running components (another process
+        attaching to them); otherwise pick free ones."""
         ports_file = self.workdir / "ports.json"
         try:
             old = Ports(**json.loads(ports_file.read_text()))
-            if all(_port_is_free(p) for p in vars(old).values()):
+            if recorded_running(self.workdir) or all(_port_is_free(p) for p in vars(old).values()):
                 return old
         except (OSError, ValueError, TypeError):
             pass

@@ -1,0 +1,179 @@
+"""Emulated attested hosts: swtpm TPMs, their trust agents and the attestation authority, on a DevStack.
+
+Only the hardware is emulated: each host is a swtpm with an EK certificate from a local CA, an identity
+file pair (product_uuid, boot_id) and an API-only Node with the same systemUUID and bootID. The agents
+talk to their swtpm through tpm2-tools over TCP, exactly as they would to /dev/tpmrm0, and the authority
+runs under gunicorn over TLS with the ServiceAccount identity and RBAC of deploy/attestation.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import ssl
+import subprocess
+import sys
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from devstack import DEPLOY, ISSUER, ROOT, DevStack
+from harness import eventually
+
+from agent.swtpm import LocalCa, SoftwareTpm, free_port_pair
+from agent.tpm2 import Tpm2Tools
+from attestation.ekcert import fingerprint
+from trustgate.report import decode_unverified
+
+REPORT_TTL = 30  # seconds: renewed every 10 s while the host attests
+AGENT_INTERVAL = 2  # seconds between an agent's attestations (tampering shows within this)
+SELECTOR = {"trustgate.dev/trusted": "true", "trustgate.dev/e2e": "attested"}
+IDENTITY = "system:serviceaccount:trustgate-system:trustgate-attestation"
+
+
+@dataclass
+class EmulatedHost:
+    name: str
+    tpm: SoftwareTpm
+    directory: Path
+    system_uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    boot_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    agent: subprocess.Popen[bytes] | None = None
+
+    @property
+    def tools(self) -> Tpm2Tools:
+        return Tpm2Tools(self.tpm.tcti, self.directory / "tools")
+
+    def write_identity(self) -> None:
+        (self.directory / "product_uuid").write_text(self.system_uuid.upper() + "\n")
+        (self.directory / "boot_id").write_text(self.boot_id + "\n")
+
+
+class Attested:
+    """The authority, the emulated hosts and their agents, on the shared stack."""
+
+    def __init__(self, stack: DevStack, workdir: Path) -> None:
+        self.stack, self.workdir = stack, workdir
+        self.port = free_port_pair()
+        self.ca = LocalCa(workdir / "ek-ca")
+        self.hosts: dict[str, EmulatedHost] = {}
+        self.authority: subprocess.Popen[bytes] | None = None
+
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def python(self, *argv: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+        out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
+        return subprocess.Popen([sys.executable, *argv], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+
+    def cli(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+
+    # --- set-up --------------------------------------------------------------------------------
+
+    def install(self) -> None:
+        self.stack.kubectl("apply", "-f", str(DEPLOY / "attestation-crds.yaml"))
+        rbac = [d for d in yaml.safe_load_all((DEPLOY / "attestation.yaml").read_text()) if d]
+        rbac = [d for d in rbac if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+        self.stack.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": rbac}))
+        for crd in ("trustflavors", "attestedagents"):
+            self.stack.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}.trustgate.dev")
+        self.kubeconfig = self.stack.cp.issue_kubeconfig("trustgate-attestation", IDENTITY)
+        self.tls = self.stack.cp.issue_cert(
+            "trustgate-attestation", ["127.0.0.1", "localhost"], client=False, server=True
+        )
+
+    def add_host(self, name: str) -> EmulatedHost:
+        directory = self.workdir / name
+        directory.mkdir(parents=True)
+        host = EmulatedHost(name, SoftwareTpm(directory / "tpm", self.ca).start(), directory)
+        host.write_identity()
+        self.stack.cp.create_node(
+            name, system_uuid=host.system_uuid, boot_id=host.boot_id, labels={"trustgate.dev/e2e": "attested"}
+        )
+        self.hosts[name] = host
+        return host
+
+    def capture_flavors(self, host: EmulatedHost) -> None:
+        """`trustgate-agent flavor` on a known-good host, applied as TrustFlavor objects."""
+        result = self.cli("-m", "agent.main", "--tcti", host.tpm.tcti, "--state-dir", str(host.directory / "tools"),
+                          "flavor", "--name", "swtpm-golden")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        self.stack.kubectl("apply", "-f", "-", input=result.stdout)
+
+    def enroll(self, host: EmulatedHost) -> None:
+        fp = fingerprint(host.tools.ek_certificate())
+        result = self.cli("-m", "attestation.main", "--kubeconfig", str(self.stack.kubeconfig), "enroll", host.name, fp)
+        assert result.returncode == 0, result.stderr
+
+    def start_authority(self) -> None:
+        ca_bundle = self.ca.write_bundle(self.workdir / "ek-ca.pem")
+        self.authority = self.python(
+            "-m", "attestation.main", "--kubeconfig", str(self.kubeconfig), "serve",
+            f"--issuer={ISSUER}", f"--signing-key={self.stack.issuer_key}", f"--ek-ca={ca_bundle}",
+            f"--tls-cert={self.tls.cert_file}", f"--tls-key={self.tls.key_file}",
+            f"--bind=127.0.0.1:{self.port}", f"--report-ttl={REPORT_TTL}",
+            log=self.stack.logs / "trustgate-attestation.log",
+        )  # fmt: skip
+        context = ssl.create_default_context(cafile=str(self.stack.ca_file))
+
+        def ready() -> bool:
+            assert self.authority is not None and self.authority.poll() is None, "authority exited"
+            try:
+                with urllib.request.urlopen(f"{self.url()}/readyz", context=context, timeout=2) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+
+        eventually(ready, "the attestation authority to serve", timeout=30)
+
+    def start_agent(self, host: EmulatedHost) -> None:
+        host.agent = self.python(
+            "-m", "agent.main", "--tcti", host.tpm.tcti, "--state-dir", str(host.directory / "agent"), "run",
+            f"--authority={self.url()}", f"--ca={self.stack.ca_file}", f"--node={host.name}",
+            f"--product-uuid={host.directory / 'product_uuid'}", f"--boot-id={host.directory / 'boot_id'}",
+            f"--interval={AGENT_INTERVAL}", "--max-backoff=2",
+            log=self.stack.logs / f"agent-{host.name}.log",
+        )  # fmt: skip
+
+    def stop_agent(self, host: EmulatedHost) -> None:
+        _stop(host.agent)
+        host.agent = None
+
+    def close(self) -> None:
+        for host in self.hosts.values():
+            self.stop_agent(host)
+            host.tpm.stop()
+        _stop(self.authority)
+
+    # --- observations ----------------------------------------------------------------------------
+
+    def report_claims(self, name: str) -> dict[str, Any] | None:
+        try:
+            report = self.stack.cp.client().get(f"/apis/trustgate.dev/v1alpha1/nodetrustreports/{name}")
+        except Exception:
+            return None
+        return decode_unverified(report["spec"]["token"])[1]
+
+    def verdicts(self, names: list[str]) -> tuple[list[str], dict[str, str]]:
+        """The extender's answer for a trust-requiring pod, asked as kube-scheduler asks it."""
+        probe = {
+            "metadata": {"name": "probe", "namespace": "default"},
+            "spec": {"containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10"}], "nodeSelector": SELECTOR},
+        }
+        return self.stack.filter(probe, names)
+
+
+def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
