@@ -7,7 +7,9 @@ and why, `trustctl nodes` and `trustctl audit`.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -15,8 +17,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from attested import REPORT_TTL, Attested
 from controlplane import cluster
-from devstack import SKEW_SECONDS
+from devstack import SKEW_SECONDS, DevStack
+from harness import eventually
+
+from agent.swtpm import INSTALL_HINT, missing_tools
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV = ROOT / ".dev"
@@ -149,6 +155,74 @@ def workloads() -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+ATTESTED = ("tpm-good", "tpm-tampered")
+ATTESTED_PATH = """\
+   So far reports were signed by hand. In a real cluster the attestation authority signs them, from
+   TPM evidence. Here two hosts get a software TPM (swtpm) with an endorsement key certificate from a
+   local CA. Each host's trust agent registers with the authority: the EK certificate is checked
+   against the CA, the attestation key is bound to the EK by credential activation, and an operator
+   enrolls the EK for its node. Every 2 s the agent then sends a TPM quote over the PCRs of the five
+   levels, with a fresh nonce. The authority judges each level against flavors captured from a
+   known-good host, then signs and publishes the report."""
+
+
+def attested_path() -> None:
+    say("the attested path: emulated TPMs, trust agents and the attestation authority")
+    print(ATTESTED_PATH)
+    missing = missing_tools()
+    if missing:
+        print(f"   skipped: {', '.join(missing)} not installed ({INSTALL_HINT})")
+        return
+    stack = DevStack(DEV)  # attaches to the running stack
+    for name in ATTESTED:
+        kubectl("delete", "node", name, "--ignore-not-found")
+        kubectl("delete", "nodetrustreport", name, "--ignore-not-found")
+    workdir = DEV / "attested"
+    shutil.rmtree(workdir, ignore_errors=True)
+    world = Attested(stack, workdir)
+    try:
+        world.install()
+        hosts = [world.add_host(name) for name in ATTESTED]
+        world.capture_flavors(hosts[0])
+        for host in hosts:
+            world.enroll(host)
+        world.start_authority()
+        for host in hosts:
+            world.start_agent(host)
+        started = time.monotonic()
+        eventually(lambda: world.verdicts(list(ATTESTED))[0] == list(ATTESTED), "attested reports", timeout=120)
+        print(f"   both hosts attested and trusted after {time.monotonic() - started:.1f}s")
+        say("tampering: one extra measurement in PCR 8 (kernel level) of tpm-tampered")
+        hosts[1].tools.pcr_extend(8, hashlib.sha256(b"an unsigned kernel module").digest())
+        started = time.monotonic()
+
+        def kernel_refusal() -> str | None:
+            reason = world.verdicts(["tpm-tampered"])[1].get("tpm-tampered", "")
+            return reason if "level kernel" in reason else None
+
+        failed = eventually(kernel_refusal, "the kernel level to fail", timeout=60)
+        print(f"   refused {time.monotonic() - started:.1f}s after tampering: {failed}")
+        pinned = pod("pinned-tampered", nodeSelector={"trustgate.dev/trusted": "true"}, nodeName="tpm-tampered")
+        result = kubectl("apply", "-f", "-", stdin=json.dumps(pinned), check=False)
+        print(f"   a trust pod pinned to tpm-tampered: {result.stderr.strip() or result.stdout.strip()}")
+        issuer = (DEV / "issuer").read_text().strip()
+        nodes = trustctl(
+            "nodes",
+            "--kubeconfig",
+            DEV / "kubeconfig",
+            "--jwks",
+            DEV / "issuer.jwks.json",
+            "--issuer",
+            issuer,
+            "--skew",
+            str(SKEW_SECONDS),
+        ).stdout.splitlines()
+        print("\n".join([nodes[0], *[line for line in nodes if line.startswith("tpm-")]]))
+    finally:
+        world.close()
+    print(f"   (the emulated hosts are stopped now; their reports expire within {REPORT_TTL}s)")
+
+
 def main() -> int:
     if not (DEV / "kubeconfig").exists():
         print("no development stack: run `make dev-up` first")
@@ -190,6 +264,7 @@ def main() -> int:
             str(SKEW_SECONDS),
         ).stdout
     )
+    attested_path()
     say("trustctl audit (refusals recorded by the webhook)")
     print(trustctl("audit", "--file", DEV / "audit.jsonl").stdout)
     say("explore further")
