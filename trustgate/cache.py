@@ -3,8 +3,10 @@ the webhook) and serves consistent `Snapshot`s to request handlers.
 
 Each resource has a reflector thread: list, then watch from the list's resourceVersion,
 resume from the last seen resourceVersion when a watch ends, relist on 410 Gone, and back
-off on errors. Tokens are verified once, when a report or its node changes, never per
-request. Reads use the kubernetes client's ApiClient with raw JSON: decisions work on plain
+off on errors. From a failed list or watch until the next one succeeds, the cache is not
+synced: it cannot see revocations written meanwhile, so no decision is made on it (fail
+closed). Tokens are verified once, when a report or its node changes, never per request.
+Reads use the kubernetes client's ApiClient with raw JSON: decisions work on plain
 dicts, and skipping model deserialization keeps a 5,000-node relist cheap.
 """
 
@@ -91,7 +93,7 @@ class Gone(Exception):
 class Backoff:
     """Exponential backoff with jitter, reset after a success."""
 
-    def __init__(self, initial: float = 0.2, maximum: float = 10.0) -> None:
+    def __init__(self, initial: float = 0.2, maximum: float = 3.0) -> None:
         self.initial, self.maximum, self.current = initial, maximum, initial
 
     def next(self) -> float:
@@ -113,10 +115,11 @@ class Reflector(threading.Thread):
         on_replace: Callable[[list[dict[str, Any]]], None],
         on_event: Callable[[str, dict[str, Any]], None],
         stopping: threading.Event,
+        on_connection: Callable[[bool], None] = lambda connected: None,
     ) -> None:
         super().__init__(name=f"reflector-{resource.kind}", daemon=True)
         self.api, self.resource = api, resource
-        self.on_replace, self.on_event = on_replace, on_event
+        self.on_replace, self.on_event, self.on_connection = on_replace, on_event, on_connection
         self.stopping = stopping
         self.synced = threading.Event()
         self.lists = 0
@@ -130,14 +133,17 @@ class Reflector(threading.Thread):
                 if self.version is None:
                     items, self.version = self._list()
                     self.on_replace(items)  # marks the store synced under its lock
+                    self.on_connection(True)
                     self.synced.set()
                     self.lists += 1
                 self.version = self._watch(self.version)
                 backoff.reset()
             except Gone:
                 log.info("%s watch expired (410 Gone); relisting", self.resource.kind)
+                self.on_connection(False)  # changes may have been missed: stale until the relist
                 self.version = None
             except Exception as error:  # the API server may be restarting: keep trying, never die
+                self.on_connection(False)  # changes written meanwhile are unseen until we are back
                 delay = backoff.next()
                 log.warning("%s watch failed (%s); retrying in %.1fs", self.resource.kind, error, delay)
                 self.stopping.wait(delay)
@@ -168,6 +174,7 @@ class Reflector(threading.Thread):
             if error.status == 410:
                 raise Gone() from None
             raise
+        self.on_connection(True)  # the stream replays every change since `version` first
         self._response = response
         try:
             for line in iter_resp_lines(response):
@@ -210,8 +217,12 @@ class ClusterCache:
         self._snapshot: Snapshot | None = None
         self._listeners: list[Callable[[set[str]], None]] = []
         self._synced_kinds: set[str] = set()
+        self._disconnected: set[str] = set()  # kinds whose list or watch failed and has not succeeded since
         resources = [NODES, NAMESPACES, REPORTS, POLICIES] + ([PODS] if watch_pods else [])
-        self.reflectors = [Reflector(api, r, self._replacer(r), self._handler(r), self._stopping) for r in resources]
+        self.reflectors = [
+            Reflector(api, r, self._replacer(r), self._handler(r), self._stopping, self._connection(r))
+            for r in resources
+        ]
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -229,7 +240,8 @@ class ClusterCache:
 
     @property
     def synced(self) -> bool:
-        return len(self._synced_kinds) == len(self.reflectors)
+        """Every resource listed, and every watch connected (or replaying) now."""
+        return len(self._synced_kinds) == len(self.reflectors) and not self._disconnected
 
     def wait_synced(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -280,6 +292,21 @@ class ClusterCache:
             self._notify(changed)
 
         return replace
+
+    def _connection(self, resource: Resource) -> Callable[[bool], None]:
+        def connection(connected: bool) -> None:
+            if connected != (resource.kind in self._disconnected):
+                return  # no change (the common case: a watch resumed after its timeout)
+            with self._lock:
+                if connected:
+                    self._disconnected.discard(resource.kind)
+                else:
+                    self._disconnected.add(resource.kind)
+                self._changed()
+            if not connected:
+                log.warning("%s watch lost: not synced, no decision until it is back", resource.kind)
+
+        return connection
 
     def _handler(self, resource: Resource) -> Callable[[str, dict[str, Any]], None]:
         def handle(kind: str, obj: dict[str, Any]) -> None:

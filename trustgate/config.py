@@ -57,8 +57,12 @@ class Settings:
         """Fail fast on everything that would otherwise fail on the first request."""
         if not self.issuers:
             raise ConfigError("no trusted issuer: set --issuer (or TRUSTGATE_ISSUER)")
+        if any(not issuer.strip() for issuer in self.issuers):  # e.g. --issuer=$(UNSET_VARIABLE)
+            raise ConfigError(f"an empty trusted issuer in {list(self.issuers)}: every --issuer must name one")
         if not self.jwks and not self.pem:
             raise ConfigError("no verification key: set --jwks and/or --pem (or TRUSTGATE_JWKS / TRUSTGATE_PEM)")
+        if any(not path.strip() for path in (*self.jwks, *self.pem)):
+            raise ConfigError("an empty --jwks or --pem path: every key file must be named")
         self.verifier()
         if self.kubeconfig is not None and not Path(self.kubeconfig).is_file():
             raise ConfigError(f"kubeconfig {self.kubeconfig} does not exist")
@@ -68,11 +72,16 @@ class Settings:
     def tls_context(self) -> ssl.SSLContext:
         if not self.tls_cert or not self.tls_key:
             raise ConfigError("TLS is required: set --tls-cert and --tls-key")
+        for path in (self.tls_cert, self.tls_key):  # OpenSSL's own error does not say which file
+            try:
+                Path(path).read_bytes()
+            except FileNotFoundError:
+                raise ConfigError(f"TLS file not found: {path}") from None
+            except OSError as error:
+                raise ConfigError(f"cannot read TLS file {path}: {error.strerror}") from None
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         try:
             context.load_cert_chain(self.tls_cert, self.tls_key)
-        except FileNotFoundError as error:
-            raise ConfigError(f"TLS file not found: {error.filename}") from None
         except ssl.SSLError as error:
             raise ConfigError(
                 f"TLS certificate {self.tls_cert} and key {self.tls_key} do not match ({error})"

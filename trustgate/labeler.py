@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -163,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from_args(args)
         settings.check(serving=False)
     except ConfigError as error:
-        print(f"trustgate-labeler: {error}")
+        print(f"trustgate-labeler: {error}", file=sys.stderr)
         return 2
     if settings.kubeconfig:
         config.load_kube_config(settings.kubeconfig)

@@ -1,0 +1,226 @@
+"""Real gunicorn over TLS on 127.0.0.1 for the reliability tests: throwaway PKI and a server process.
+
+The server is `python -m trustgate.serving <factory>` (what `trustgate-extender` and
+`trustgate-webhook` run, minus the cluster), so every setting under test is the production one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import http.client
+import ipaddress
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+PYTHONPATH = os.pathsep.join(str(p) for p in (HERE, ROOT / "tests" / "extender", ROOT / "tests", ROOT))
+
+
+# --- PKI ---------------------------------------------------------------------------------------
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _key(kind: str) -> Any:
+    return rsa.generate_private_key(65537, 2048) if kind == "rsa" else ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key: Any) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+@dataclass
+class CA:
+    name: str
+    key: Any
+    cert: x509.Certificate
+    path: Path
+
+    @classmethod
+    def create(cls, directory: Path, name: str) -> CA:
+        key = _key("ec")
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(name))
+            .issuer_name(_name(name))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(_now() - datetime.timedelta(minutes=5))
+            .not_valid_after(_now() + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        path = directory / f"{name}.crt"
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return cls(name, key, cert, path)
+
+    def issue(self, directory: Path, name: str, server: bool = True, key_type: str = "ec") -> Leaf:
+        """A leaf certificate (server: for 127.0.0.1 and localhost; else a client certificate)."""
+        key = _key(key_type)
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(name))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(_now() - datetime.timedelta(minutes=5))
+            .not_valid_after(_now() + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        )
+        if server:
+            sans = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(self.key, hashes.SHA256())
+        directory.mkdir(parents=True, exist_ok=True)
+        cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(_key_pem(key))
+        key_path.chmod(0o600)
+        return Leaf(cert, cert_path, key_path)
+
+
+@dataclass
+class Leaf:
+    cert: x509.Certificate
+    cert_path: Path
+    key_path: Path
+
+    @property
+    def serial(self) -> int:
+        return self.cert.serial_number
+
+
+def client_context(ca: CA | Path, client: Leaf | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca.path if isinstance(ca, CA) else ca))
+    if client is not None:
+        context.load_cert_chain(str(client.cert_path), str(client.key_path))
+    return context
+
+
+def peer_serial(sock: ssl.SSLSocket) -> int:
+    der = sock.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+# --- the server ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`python -m trustgate.serving <factory>` on a free loopback port, in its own process group."""
+
+    def __init__(
+        self,
+        directory: Path,
+        cert: Path,
+        key: Path,
+        factory: str = "reliability_app:create",
+        client_ca: Path | None = None,
+        workers: int = 1,
+        threads: int = 2,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.port = free_port()
+        self.log_path = directory / f"gunicorn-{self.port}.log"
+        self.command = [sys.executable, "-m", "trustgate.serving", factory, "--bind", f"127.0.0.1:{self.port}"]
+        self.command += ["--certfile", str(cert), "--keyfile", str(key), "--workers", str(workers)]
+        self.command += ["--threads", str(threads), "--graceful-timeout", "2", *args]
+        if client_ca is not None:
+            self.command += ["--client-ca", str(client_ca)]
+        self.env = os.environ | {"PYTHONPATH": PYTHONPATH, "TRUSTGATE_BENCH_NODES": "20"} | (env or {})
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, probe: ssl.SSLContext, timeout: float = 60) -> Server:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.request(probe, "GET", "/healthz", timeout=2)[0] == 200:
+                    return self
+            except (OSError, http.client.HTTPException):
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"gunicorn did not come up:\n{self.log()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def connection(self, context: ssl.SSLContext, timeout: float = 10) -> http.client.HTTPSConnection:
+        return http.client.HTTPSConnection("127.0.0.1", self.port, context=context, timeout=timeout)
+
+    def request(
+        self,
+        context: ssl.SSLContext,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10,
+    ) -> tuple[int, bytes]:
+        connection = self.connection(context, timeout)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def workers(self) -> list[int]:
+        assert self.process is not None
+        try:
+            text = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text()
+        except OSError:
+            return []
+        return [int(pid) for pid in text.split()]
