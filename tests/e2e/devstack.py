@@ -154,7 +154,7 @@ class DevStack:
         if service == "extender":  # the settings deploy/ recommends (README, Performance)
             tls += [f"--client-ca={self.ca_file}", "--workers=1", "--threads=4"]
         else:
-            tls += [f"--audit-log={self.audit_log}", "--workers=3", "--threads=2"]
+            tls += [f"--audit-log={self.audit_log}", "--workers=3", "--threads=8"]
         return [_bin(f"trustgate-{service}"), *common, *tls]
 
     def wait_ready(self, service: str, timeout: float = 60.0) -> None:
