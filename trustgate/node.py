@@ -49,18 +49,38 @@ class NodeTrust:
 
 
 def node_identity(node: Mapping[str, Any]) -> NodeIdentity:
-    """The identity of a `v1.Node` object (as JSON)."""
-    info = (node.get("status") or {}).get("nodeInfo") or {}
+    """The identity of a `v1.Node` object (as JSON); `ValueError` when a member has the wrong type."""
+    info = _object(_object(node, "status"), "nodeInfo")
     return NodeIdentity(
-        name=(node.get("metadata") or {}).get("name") or "",
-        system_uuid=info.get("systemUUID") or "",
-        boot_id=info.get("bootID") or "",
+        name=_string(_object(node, "metadata"), "name"),
+        system_uuid=_string(info, "systemUUID"),
+        boot_id=_string(info, "bootID"),
     )
 
 
 def node_labels(node: Mapping[str, Any]) -> Mapping[str, str]:
-    labels = (node.get("metadata") or {}).get("labels") or {}
+    labels = _object(_object(node, "metadata"), "labels")
     return MappingProxyType(dict(labels)) if labels else _EMPTY
+
+
+def _object(parent: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    if not isinstance(parent, Mapping):
+        raise ValueError("malformed v1.Node: not an object")
+    value = parent.get(name)
+    if value is None:
+        return _EMPTY
+    if not isinstance(value, Mapping):
+        raise ValueError(f"malformed v1.Node: {name} must be an object")
+    return value
+
+
+def _string(parent: Mapping[str, Any], name: str) -> str:
+    value = parent.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"malformed v1.Node: {name} must be a string")
+    return value
 
 
 def assess(

@@ -72,8 +72,11 @@ class TrustPolicy:
     @classmethod
     def from_resource(cls, resource: Mapping[str, Any]) -> TrustPolicy:
         """Parse a TrustPolicy object. A malformed one is kept, marked with its error, and fails closed."""
-        name = str((resource.get("metadata") or {}).get("name") or "<unnamed>")
+        metadata = resource.get("metadata") if isinstance(resource, Mapping) else None
+        name = str((metadata if isinstance(metadata, Mapping) else {}).get("name") or "<unnamed>")
         try:
+            if not isinstance(resource, Mapping):
+                raise PolicyError("not an object")
             return _parse_policy(name, resource.get("spec") or {})
         except (PolicyError, SelectorError, TypeError, AttributeError) as error:
             return cls(name=name, error=f"TrustPolicy {name} is invalid: {error}")
@@ -132,6 +135,8 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
     labels = metadata.get("labels") or {}
     if not isinstance(labels, Mapping):
         raise PolicyError("pod labels must be an object")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        raise PolicyError("pod labels must be an object of strings")  # a podSelector could not match them
     try:
         constraints = parse_node_constraints(spec)
     except SelectorError as error:

@@ -33,6 +33,7 @@ DEFAULT_MAX_LIFETIME_SECONDS = 24 * 3600.0
 # Headers that would let a token bring or point at its own key; keys come only from configuration.
 _KEY_BEARING_HEADERS = ("jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256")
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_JWT_TYPES = frozenset({"JWT", "APPLICATION/JWT"})  # RFC 7519 5.1: compared case-insensitively
 _MAX_NUMERIC_DATE = 2**40  # about the year 36812; larger values are garbage, not dates
 _ALGORITHMS = get_default_algorithms()
 
@@ -145,7 +146,10 @@ class TrustReport:
 
 
 def format_time(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):  # NumericDates go up to 2**40, datetime only to the year 9999
+        return f"{timestamp:.0f} seconds after 1970-01-01T00:00:00Z"
 
 
 class ReportVerifier:
@@ -170,12 +174,14 @@ class ReportVerifier:
             try:
                 outcome = self._verify_uncached(token)
             except ReportError as error:
-                outcome = error
+                outcome = error.with_traceback(None)
             if len(self._cache) >= self._cache_size:
                 self._cache.pop(next(iter(self._cache)), None)
             self._cache[token] = outcome
         if isinstance(outcome, ReportError):
-            raise outcome
+            # A fresh exception: re-raising the cached one would chain every caller's frames onto its
+            # traceback, and the cache would keep them (and all they reference) alive.
+            raise type(outcome)(outcome.reason)
         return outcome
 
     def verify_for(self, token: str, node: NodeIdentity, now: float) -> TrustReport:
@@ -207,6 +213,9 @@ class ReportVerifier:
                 raise SignatureError(f"token header carries key material ({name}); keys come only from configuration")
         if "crit" in header:
             raise SignatureError("token header has critical extensions (crit), none are supported")
+        typ = header.get("typ", "JWT")
+        if not isinstance(typ, str) or typ.upper() not in _JWT_TYPES:
+            raise SignatureError(f"token type {typ!r:.64} is not JWT")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise SignatureError("token header has no kid")
@@ -293,7 +302,8 @@ def _reject_constant(name: str) -> Any:
 def _decode_json_object(segment: str, what: str) -> dict[str, Any]:
     raw = _b64decode(segment, what)
     try:
-        value = json.loads(raw, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+        # RFC 7515/7519: UTF-8 JSON. json.loads(bytes) would also take UTF-16/32 and a BOM.
+        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
     except MalformedReport as error:
         raise MalformedReport(f"token {what}: {error.reason}") from None
     except (ValueError, RecursionError):

@@ -72,8 +72,11 @@ class Snapshot:
         tokens = dict(reports or {})
         trusts = {}
         for node in nodes:
-            identity = node_identity(node)
-            trusts[identity.name] = assess(identity, node_labels(node), tokens.get(identity.name), verifier)
+            try:
+                identity, labels = node_identity(node), node_labels(node)
+            except ValueError:
+                continue  # a malformed Node is left out: it reads as unknown, which fails closed
+            trusts[identity.name] = assess(identity, labels, tokens.get(identity.name), verifier)
         return cls(
             verifier=verifier,
             synced=synced,
@@ -86,8 +89,10 @@ class Snapshot:
 
 
 def _pod_key(pod: Mapping[str, Any]) -> tuple[str, str]:
-    metadata = pod.get("metadata") or {}
-    return (metadata.get("namespace") or "", metadata.get("name") or "")
+    metadata = pod.get("metadata") if isinstance(pod, Mapping) else None
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    namespace, name = metadata.get("namespace"), metadata.get("name")
+    return (namespace if isinstance(namespace, str) else "", name if isinstance(name, str) else "")
 
 
 class ClusterView(Protocol):

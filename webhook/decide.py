@@ -129,6 +129,9 @@ def _binding(snapshot: Snapshot, request: AdmissionRequest, lookup_pod: PodLooku
     target = binding.get("target") or {}
     if not isinstance(metadata, Mapping) or not isinstance(target, Mapping):
         raise _Reject("malformed Binding: metadata and target must be objects", CODE_BAD_REQUEST)
+    for member in ("name", "namespace"):
+        if metadata.get(member) is not None and not isinstance(metadata[member], str):
+            raise _Reject(f"malformed Binding: metadata.{member} must be a string", CODE_BAD_REQUEST)
     name = _text(metadata.get("name")) or request.name
     namespace = _text(metadata.get("namespace")) or request.namespace
     uid = _text(metadata.get("uid"))
@@ -171,8 +174,10 @@ def _judge(
     try:
         facts = pod_facts(pod)
     except PolicyError as error:
-        ns = namespace or _text((pod.get("metadata") or {}).get("namespace")) or request.namespace
-        name = _text((pod.get("metadata") or {}).get("name")) or request.name
+        metadata = pod.get("metadata")
+        metadata = metadata if isinstance(metadata, Mapping) else {}
+        ns = namespace or _text(metadata.get("namespace")) or request.namespace
+        name = _text(metadata.get("name")) or request.name
         raise _Reject(
             f"trustgate: cannot determine the trust requirement of pod {ns}/{name}: {error}",
             CODE_FORBIDDEN,
