@@ -57,6 +57,7 @@ CONFIGS = {
         Config("gthread-2x2", "gthread", 2, 2),
         Config("gthread-2x4", "gthread", 2, 4),
         Config("gthread-3x2", "gthread", 3, 2),
+        Config("gthread-3x8", "gthread", 3, 8),
     )
 }
 DEFAULT_CONFIGS = ("gthread-2x2", "gthread-2x4", "gthread-3x2", "sync-2", "sync-3")

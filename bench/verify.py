@@ -44,6 +44,8 @@ class Result:
     sign_seconds: float  # setup, not part of the measurement
     cold_seconds: float
     warm_seconds: float
+    cold_runs: tuple[float, ...] = ()  # every pass, seconds (cold_seconds is the fastest)
+    warm_runs: tuple[float, ...] = ()
 
     @property
     def cold_us(self) -> float:
@@ -65,18 +67,23 @@ class Result:
         }
 
 
-def fastest(run: Callable[[], None], repeat: int) -> float:
-    best = float("inf")
+def passes(run: Callable[[], None], repeat: int) -> list[float]:
+    """The duration of each of `repeat` passes (garbage collector off while timing)."""
+    times = []
     for _ in range(repeat):
         gc.collect()
         gc.disable()
         try:
             start = time.perf_counter()
             run()
-            best = min(best, time.perf_counter() - start)
+            times.append(time.perf_counter() - start)
         finally:
             gc.enable()
-    return best
+    return times
+
+
+def fastest(run: Callable[[], None], repeat: int) -> float:
+    return min(passes(run, repeat))
 
 
 def bench_algorithm(alg: str, count: int, repeat: int) -> Result:
@@ -117,11 +124,20 @@ def bench_algorithm(alg: str, count: int, repeat: int) -> Result:
 
     key_set = KeySet(keys)
     warm_verifier = ReportVerifier(key_set, settings)
-    cold = fastest(lambda: decide_all(ReportVerifier(key_set, settings)), repeat)
+    cold = passes(lambda: decide_all(ReportVerifier(key_set, settings)), repeat)
     decide_all(warm_verifier)  # fill the cache
     assert warm_verifier.cache_len() == count
-    warm = fastest(lambda: decide_all(warm_verifier), repeat)
-    return Result(alg, describe_key(public), count, sign_seconds, cold, warm)  # type: ignore[arg-type]
+    warm = passes(lambda: decide_all(warm_verifier), repeat)
+    return Result(
+        alg,
+        describe_key(public),  # type: ignore[arg-type]
+        count,
+        sign_seconds,
+        min(cold),
+        min(warm),
+        tuple(cold),
+        tuple(warm),
+    )
 
 
 def table(results: Sequence[Result]) -> str:
