@@ -10,26 +10,22 @@ from typing import TypeVar
 
 import pytest
 from controlplane import cluster
+from prerequisites import in_ci, unavailable
 
 T = TypeVar("T")
 BUILD_HINT = "bash tests/e2e/controlplane/build.sh (or make controlplane)"
 
 
-def _truthy(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
-
-
 def binaries() -> Path:
     """The built control plane. With CI=true a missing or failed build fails the test, never skips it."""
-    if _truthy("CI") or _truthy("TRUSTGATE_E2E_BUILD"):
+    if in_ci() or os.environ.get("TRUSTGATE_E2E_BUILD") == "1":
         try:
             return cluster.find_binaries(build=True)
         except Exception as error:  # any failure to build must fail CI
             pytest.fail(f"cannot build the Kubernetes control plane ({error}); try: {BUILD_HINT}")
     cached = cluster.cached_bin_dir()
     if cached is None:
-        where = cluster.expected_bin_dir()
-        pytest.skip(f"Kubernetes control-plane binaries not built in {where}; build them with: {BUILD_HINT}")
+        unavailable(f"Kubernetes control-plane binaries not built in {cluster.expected_bin_dir()}; build: {BUILD_HINT}")
     return cached
 
 

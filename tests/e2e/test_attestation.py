@@ -10,7 +10,6 @@ identity file pair (product_uuid, boot_id) and an API-only Node with the same sy
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,8 +19,8 @@ import pytest
 from attested import REPORT_TTL, SELECTOR, Attested
 from devstack import DevStack
 from harness import eventually
+from prerequisites import require_tpm_tools
 
-from agent.swtpm import INSTALL_HINT, missing_tools
 from attestation.ekcert import fingerprint
 from attestation.flavors import LEVEL_PCRS
 from trustgate.report import LEVELS
@@ -33,12 +32,7 @@ HOSTS = [f"tpm-{i}" for i in range(6)]  # tpm-0..4: one level each is tampered; 
 
 @pytest.fixture(scope="module")
 def attested(stack: DevStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attested]:
-    missing = missing_tools()
-    if missing:
-        message = f"{', '.join(missing)} not installed; {INSTALL_HINT}"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require_tpm_tools()
     world = Attested(stack, tmp_path_factory.mktemp("attested"))
     try:
         world.install()

@@ -1,29 +1,20 @@
-"""Emulated TPMs (Debian's swtpm) for the agent's tests; skipped without swtpm unless CI=true."""
+"""Emulated TPMs (Debian's swtpm) for the agent's and the authority's tests."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prerequisites import require_tpm_tools
 
-from agent.swtpm import INSTALL_HINT, LocalCa, SoftwareTpm, missing_tools
+from agent.swtpm import LocalCa, SoftwareTpm
 from agent.tpm2 import Tpm2Tools
-
-
-def _require_tools() -> None:
-    missing = missing_tools()
-    if missing:
-        message = f"{', '.join(missing)} not installed; {INSTALL_HINT}"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
 def ek_ca(tmp_path_factory: pytest.TempPathFactory) -> LocalCa:
-    _require_tools()
+    require_tpm_tools()
     return LocalCa(tmp_path_factory.mktemp("ek-ca"))
 
 
