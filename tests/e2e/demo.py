@@ -62,6 +62,13 @@ def trustctl(*args: str | Path, check: bool = True) -> subprocess.CompletedProce
     return run(BIN / "trustctl", *args, check=check)
 
 
+def trustctl_nodes() -> str:
+    """`trustctl nodes` with the stack's issuer, its keys and its clock skew."""
+    issuer = (DEV / "issuer").read_text().strip()
+    keys = ["--jwks", DEV / "issuer.jwks.json", "--issuer", issuer, "--skew", str(SKEW_SECONDS)]
+    return trustctl("nodes", "--kubeconfig", DEV / "kubeconfig", *keys).stdout
+
+
 def register_nodes() -> dict[str, dict[str, str]]:
     client = cluster.KubeClient.from_kubeconfig(DEV / "kubeconfig")
     identities = {}
@@ -205,18 +212,7 @@ def attested_path() -> None:
         pinned = pod("pinned-tampered", nodeSelector={"trustgate.dev/trusted": "true"}, nodeName="tpm-tampered")
         result = kubectl("apply", "-f", "-", stdin=json.dumps(pinned), check=False)
         print(f"   a trust pod pinned to tpm-tampered: {result.stderr.strip() or result.stdout.strip()}")
-        issuer = (DEV / "issuer").read_text().strip()
-        nodes = trustctl(
-            "nodes",
-            "--kubeconfig",
-            DEV / "kubeconfig",
-            "--jwks",
-            DEV / "issuer.jwks.json",
-            "--issuer",
-            issuer,
-            "--skew",
-            str(SKEW_SECONDS),
-        ).stdout.splitlines()
+        nodes = trustctl_nodes().splitlines()
         print("\n".join([nodes[0], *[line for line in nodes if line.startswith("tpm-")]]))
     finally:
         world.close()
@@ -250,20 +246,7 @@ def main() -> int:
     for item in sorted(pods, key=lambda p: p["metadata"]["name"]):
         print(f"   {item['metadata']['name']:28} -> {item['spec'].get('nodeName') or 'Pending (no node passes)'}")
     say("trustctl nodes")
-    issuer = (DEV / "issuer").read_text().strip()
-    print(
-        trustctl(
-            "nodes",
-            "--kubeconfig",
-            DEV / "kubeconfig",
-            "--jwks",
-            DEV / "issuer.jwks.json",
-            "--issuer",
-            issuer,
-            "--skew",
-            str(SKEW_SECONDS),
-        ).stdout
-    )
+    print(trustctl_nodes())
     attested_path()
     say("trustctl audit (refusals recorded by the webhook)")
     print(trustctl("audit", "--file", DEV / "audit.jsonl").stdout)
