@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The test helpers (factories, the dev stack) for dev-up, demo and bench, as pytest's pythonpath has them.
+TEST_PATH := PYTHONPATH=tests:tests/e2e
 
 .PHONY: test unit lint bench clean
 
@@ -22,8 +24,8 @@ unit: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-bench: $(STAMP)
-	$(BIN)/python -m bench
+bench: $(STAMP) controlplane
+	$(TEST_PATH) $(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache
@@ -38,10 +40,10 @@ controlplane:
 	bash tests/e2e/controlplane/build.sh
 
 dev-up: $(STAMP) controlplane
-	$(BIN)/python tests/e2e/devstack.py up
+	$(TEST_PATH) $(BIN)/python tests/e2e/devstack.py up
 
 dev-down: $(STAMP)
-	$(BIN)/python tests/e2e/devstack.py down
+	$(TEST_PATH) $(BIN)/python tests/e2e/devstack.py down
 
 demo: dev-up
-	$(BIN)/python tests/e2e/demo.py
+	$(TEST_PATH) $(BIN)/python tests/e2e/demo.py

@@ -18,22 +18,17 @@ import datetime as dt
 import gc
 import ipaddress
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, request
 
-_TESTS = str(Path(__file__).resolve().parents[1] / "tests")
-if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)
-
-from factories import Issuer, node_object, pod_object, trust_policy  # noqa: E402
-from trustgate.audit import AuditLog, JsonLinesSink  # noqa: E402
-from trustgate.snapshot import Snapshot, StaticCluster  # noqa: E402
-from webhook.app import create_app  # noqa: E402
-from webhook.review import dumps, loads  # noqa: E402
+from factories import Issuer, node_object, pod_object, trust_policy  # tests/ on PYTHONPATH (Makefile)
+from trustgate.audit import AuditLog, JsonLinesSink
+from trustgate.snapshot import Snapshot, StaticCluster
+from webhook.app import create_app
+from webhook.review import dumps, loads
 
 EXPIRED_NODE = "worker-expired"
 NO_REPORT_NODE = "worker-noreport"

@@ -28,12 +28,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from factories import Issuer, node_object, pod_object
 from trustgate.keys import generate_private_key
 from trustgate.signing import sign_claims
 from trustgate.snapshot import Snapshot
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from factories import Issuer, node_object, pod_object
 
 ITERATIONS = 200
 TARGET_NAMES_P99_MS = 5.0

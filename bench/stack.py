@@ -32,17 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from bench.common import ROOT, percentile
-
-for _path in (ROOT / "tests" / "e2e", ROOT / "tests"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-from controlplane import cluster  # noqa: E402
-from controlplane.cluster import KubeAPIError, KubeClient  # noqa: E402
-from devstack import ISSUER, DevStack  # noqa: E402
-from fleet import (  # noqa: E402
+from controlplane import cluster
+from controlplane.cluster import KubeAPIError, KubeClient
+from devstack import ISSUER, DevStack
+from fleet import (
     BAD_SIGNATURE,
     COPIED,
     EXPIRED,
@@ -53,6 +46,8 @@ from fleet import (  # noqa: E402
     Fleet,
     Host,
 )
+
+from bench.common import percentile
 
 PAUSE = "registry.k8s.io/pause:3.10"
 REPORTS = "/apis/trustgate.dev/v1alpha1/nodetrustreports"
