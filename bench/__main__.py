@@ -615,10 +615,10 @@ def _notes(results: dict[str, Any]) -> str:
         "trustgate under gunicorn over TLS, all on this machine; API-only nodes (no kubelet: bound = spec.nodeName "
         "set, seen on a watch). Nodes: 88% valid reports, 2% each of no report, forged signature, expired, copied, "
         "pre-reboot, level failing. Trust pods are selected by a namespace TrustPolicy.",
-        f"- Webhook on the stack: 3 workers x {plan['webhook_threads']} threads (deploy/ has 3 x 2; see the pod "
-        "create burst rows); extender 1 worker x 4 threads with nodeCacheCapable: true, as deployed. kube-scheduler "
-        "client QPS/burst raised to 5000 in every variant (the default 50/100 caps bindings near 50/s and hides "
-        "any extender cost).",
+        f"- Webhook on the stack: 3 workers x {plan['webhook_threads']} threads (deploy/ has 3 x 8; the pod create "
+        "burst rows compare 3 x 2); extender 1 worker x 4 threads with nodeCacheCapable: true, as deployed. "
+        "kube-scheduler client QPS/burst raised to 5000 in every variant (the default 50/100 caps bindings near "
+        "50/s and hides any extender cost).",
         "- Pods created concurrently: 16 client threads, as fast as the API server admits them; throughput = pods / "
         "(last binding - first create). Backlog: pods created with kube-scheduler stopped, then started; rate "
         "between its 5th and 95th percentile bindings (pods retried after a failed call wait out the scheduler's "
