@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The test helpers (factories, the dev stack) for dev-up, demo and bench, as pytest's pythonpath has them.
-TEST_PATH := PYTHONPATH=tests:tests/e2e
+TEST_PATH := PYTHONPATH=$(CURDIR)/tests:$(CURDIR)/tests/e2e
 
 .PHONY: test unit lint bench clean
 

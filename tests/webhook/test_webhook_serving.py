@@ -53,7 +53,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = os.environ | {
         "TRUSTGATE_BENCH_NODES": "20",
         "TRUSTGATE_BENCH_AUDIT": str(audit),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH")])),
     }
     command = [sys.executable, "-m", "trustgate.serving", "bench.admission_app:create"]
     command += ["--bind", f"127.0.0.1:{port}", "--certfile", str(cert), "--keyfile", str(key)]
