@@ -38,9 +38,9 @@ from prometheus_client import Counter, Histogram
 from attestation import tpm
 from attestation.ekcert import EkCertificateError, EkVerifier, fingerprint
 from attestation.flavors import QUOTED_PCRS, Flavor, judge
-from trustgate.keys import PrivateKey
-from trustgate.report import LEVELS
-from trustgate.signing import report_claims, sign_claims
+from trustgate.core.keys import PrivateKey
+from trustgate.core.report import LEVELS
+from trustgate.core.signing import report_claims, sign_claims
 
 log = logging.getLogger("trustgate.attestation")
 

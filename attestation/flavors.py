@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from trustgate.report import LEVELS
+from trustgate.core.report import LEVELS
 
 LEVEL_PCRS: dict[str, tuple[int, ...]] = {
     "firmware": (0,),

@@ -27,9 +27,9 @@ from attestation.app import create_app
 from attestation.authority import Authority, StaticEnrollment
 from attestation.ekcert import EkVerifier, load_bundle
 from attestation.flavors import FileFlavors
+from trustgate.core.keys import KeyConfigError, load_private_key
 from trustgate.inventory import api_client, publish
-from trustgate.keys import KeyConfigError, load_private_key
-from trustgate.serving import serve
+from trustgate.serving.server import serve
 
 PROG = "trustgate-attestation"
 _args: argparse.Namespace | None = None

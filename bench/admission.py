@@ -2,7 +2,7 @@
 
 Serves the real webhook (`bench.admission_app:create`: `webhook.app.create_app` over a
 `StaticCluster` of 1,000 nodes and four TrustPolicies) under gunicorn over TLS on 127.0.0.1
-through `trustgate.serving`, then, under the same gunicorn settings, a no-op Flask handler
+through `trustgate.serving.server`, then, under the same gunicorn settings, a no-op Flask handler
 (`bench.admission_app:noop`, parses the body and answers allow). Each is driven by `wrk` with a
 Lua script POSTing a realistic pods CREATE AdmissionReview (~5 KB, a ReplicaSet's pod) with
 `spec.nodeName` set to a trusted node and a `trustgate.dev/trusted` nodeSelector: the trust path
@@ -244,7 +244,7 @@ def measure_config(
 
 def serve_main(args: argparse.Namespace) -> None:
     """Internal: run one server (a child process of the benchmark)."""
-    from trustgate.serving import serve
+    from trustgate.serving.server import serve
 
     config = CONFIGS[args.config]
     serve(

@@ -1,6 +1,6 @@
 """WSGI app factories for serving the webhook under gunicorn in benchmarks and the TLS test.
 
-    python -m trustgate.serving bench.admission_app:create --bind 127.0.0.1:8443 --certfile ... --keyfile ...
+    python -m trustgate.serving.server bench.admission_app:create --bind 127.0.0.1:8443 --certfile ... --keyfile ...
 
 `create()` is the real webhook (`webhook.app.create_app`) over a `StaticCluster` of
 `TRUSTGATE_BENCH_NODES` (default 1,000) nodes with valid reports, plus `worker-expired` (report
@@ -26,7 +26,7 @@ from flask import Flask, Response, request
 
 from factories import Issuer, node_object, pod_object, trust_policy  # tests/ on PYTHONPATH (Makefile)
 from trustgate.audit import AuditLog, JsonLinesSink
-from trustgate.snapshot import Snapshot, StaticCluster
+from trustgate.core.snapshot import Snapshot, StaticCluster
 from webhook.app import create_app
 from webhook.review import dumps, loads
 

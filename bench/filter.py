@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from factories import Issuer, node_object, pod_object
-from trustgate.keys import generate_private_key
-from trustgate.signing import sign_claims
-from trustgate.snapshot import Snapshot
+from trustgate.core.keys import generate_private_key
+from trustgate.core.signing import sign_claims
+from trustgate.core.snapshot import Snapshot
 
 ITERATIONS = 200
 TARGET_NAMES_P99_MS = 5.0

@@ -28,9 +28,9 @@ from typing import Any
 import cryptography
 import jwt
 
-from trustgate.keys import KeySet, describe_key, generate_private_key, jwks_for, keys_from_jwks
-from trustgate.report import NodeIdentity, ReportVerifier, VerifierSettings
-from trustgate.signing import report_claims, sign_claims
+from trustgate.core.keys import KeySet, describe_key, generate_private_key, jwks_for, keys_from_jwks
+from trustgate.core.report import NodeIdentity, ReportVerifier, VerifierSettings
+from trustgate.core.signing import report_claims, sign_claims
 
 ALGORITHMS = ("ES256", "ES384", "PS256", "RS256", "EdDSA", "RS384", "PS384")
 ISSUER = "https://aias.example"

@@ -12,7 +12,7 @@ gets a 500 with a generic `Error` (the details are logged). kube-scheduler treat
 200 with `Error`, as a failed call: with `ignorable: false` the pod is retried, never placed unchecked.
 
 Metrics live in the registry given to `create_app` (a fresh one per app otherwise), so each gunicorn
-worker exposes its own counters; see `trustgate.serving` for why one worker is the default.
+worker exposes its own counters; see `trustgate.serving.server` for why one worker is the default.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from extender.wire import (
     encode_filter_result,
     encode_priorities,
 )
-from trustgate.snapshot import ClusterView, Snapshot
+from trustgate.core.snapshot import ClusterView, Snapshot
 
 log = logging.getLogger(__name__)
 

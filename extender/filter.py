@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from extender.wire import MAX_PRIORITY
-from trustgate.labels import is_trust_label
-from trustgate.node import NO_REPORT, NodeTrust
-from trustgate.policy import PolicyError, TrustRequirement, pod_facts
-from trustgate.reasons import reason_category
-from trustgate.snapshot import Snapshot
+from trustgate.core.labels import is_trust_label
+from trustgate.core.node import NO_REPORT, NodeTrust
+from trustgate.core.policy import PolicyError, TrustRequirement, pod_facts
+from trustgate.core.reasons import reason_category
+from trustgate.core.snapshot import Snapshot
 
 NOT_SYNCED = "trustgate: the trust report cache has not synced yet (no decision is made before it has; retry)"
 _PASS: tuple[str, bool] = ("", True)  # (blocking reason, clean): passes every check

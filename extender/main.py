@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from flask import Flask
 
 from extender.app import create_app
-from trustgate.cache import ClusterCache
+from trustgate.cluster.cache import ClusterCache
 from trustgate.inventory import api_client
-from trustgate.serving import run_service, service_settings
+from trustgate.serving.server import run_service, service_settings
 
 PROG = "trustgate-extender"
 # Decoding a NodeList of 1,000 full Nodes allocates ~150,000 containers that live until the reply is

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from trustgate.keys import KeySet, PrivateKey, generate_private_key, jwks_for, keys_from_jwks
-from trustgate.report import ReportVerifier, VerifierSettings
-from trustgate.signing import report_claims, sign_claims
+from trustgate.core.keys import KeySet, PrivateKey, generate_private_key, jwks_for, keys_from_jwks
+from trustgate.core.report import ReportVerifier, VerifierSettings
+from trustgate.core.signing import report_claims, sign_claims
 
 ISSUER = "https://aias.example"
 

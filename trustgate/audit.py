@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter
 
 from trustgate import table
-from trustgate.reasons import CATEGORIES, reason_category
+from trustgate.core.reasons import CATEGORIES, reason_category
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from trustgate.audit import DECISIONS, format_table, read_records, records_from_events
-from trustgate.keys import (
+from trustgate.core.keys import (
     KEYGEN_ALGORITHMS,
     KeyConfigError,
     KeySet,
@@ -24,8 +24,8 @@ from trustgate.keys import (
     load_private_key,
     private_key_pem,
 )
-from trustgate.report import LEVELS, NodeIdentity, ReportError, ReportVerifier, VerifierSettings, decode_unverified
-from trustgate.signing import report_claims, sign_claims
+from trustgate.core.report import LEVELS, NodeIdentity, ReportError, ReportVerifier, VerifierSettings, decode_unverified
+from trustgate.core.signing import report_claims, sign_claims
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")

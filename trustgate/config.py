@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from trustgate.keys import KeyConfigError, KeySet
-from trustgate.report import DEFAULT_MAX_LIFETIME_SECONDS, DEFAULT_SKEW_SECONDS, ReportVerifier, VerifierSettings
+from trustgate.core.keys import KeyConfigError, KeySet
+from trustgate.core.report import DEFAULT_MAX_LIFETIME_SECONDS, DEFAULT_SKEW_SECONDS, ReportVerifier, VerifierSettings
 
 
 class ConfigError(Exception):

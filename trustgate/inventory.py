@@ -9,10 +9,10 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from trustgate.cache import NODES, REPORTS, list_objects
-from trustgate.node import NodeTrust
-from trustgate.report import LEVELS, ReportVerifier, decode_unverified, format_time
-from trustgate.snapshot import Snapshot
+from trustgate.cluster.cache import NODES, REPORTS, list_objects
+from trustgate.core.node import NodeTrust
+from trustgate.core.report import LEVELS, ReportVerifier, decode_unverified, format_time
+from trustgate.core.snapshot import Snapshot
 
 GROUP, VERSION, PLURAL = "trustgate.dev", "v1alpha1", "nodetrustreports"
 

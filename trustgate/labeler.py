@@ -24,11 +24,11 @@ from kubernetes import client, config
 from kubernetes.leaderelection import electionconfig, leaderelection
 from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 
-from trustgate.cache import ClusterCache
+from trustgate.cluster.cache import ClusterCache
 from trustgate.config import ConfigError, add_arguments, settings_from_args
-from trustgate.labels import desired_labels, is_trust_label
-from trustgate.node import NodeTrust
-from trustgate.policy import ALL_LEVELS
+from trustgate.core.labels import desired_labels, is_trust_label
+from trustgate.core.node import NodeTrust
+from trustgate.core.policy import ALL_LEVELS
 
 log = logging.getLogger(__name__)
 

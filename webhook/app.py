@@ -1,7 +1,7 @@
 """The webhook's HTTP layer: decode the AdmissionReview, decide, record, encode.
 
 `create_app` is the explicit app factory; the WSGI server (gunicorn over TLS, see
-`trustgate.serving`) imports a module that calls it with the cluster view and audit log.
+`trustgate.serving.server`) imports a module that calls it with the cluster view and audit log.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from prometheus_client.registry import Collector
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from trustgate.audit import DECISIONS, AuditLog, AuditRecord, format_rfc3339
-from trustgate.reasons import CATEGORIES, reason_category
-from trustgate.snapshot import ClusterView, Snapshot
+from trustgate.core.reasons import CATEGORIES, reason_category
+from trustgate.core.snapshot import ClusterView, Snapshot
 from webhook.decide import Decision, Violation, decide
 from webhook.review import (
     MAX_BODY_BYTES,

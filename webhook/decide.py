@@ -20,9 +20,9 @@ from types import MappingProxyType
 from typing import Any
 
 from trustgate.audit import DECISION_AUDITED, DECISION_REJECTED, DECISION_WARNED
-from trustgate.policy import Enforcement, Failure, PolicyError, Verdict, pod_facts
-from trustgate.reasons import CACHE_NOT_READY, POD_NOT_FOUND
-from trustgate.snapshot import Snapshot
+from trustgate.core.policy import Enforcement, Failure, PolicyError, Verdict, pod_facts
+from trustgate.core.reasons import CACHE_NOT_READY, POD_NOT_FOUND
+from trustgate.core.snapshot import Snapshot
 from webhook.review import AdmissionRequest
 
 PodLookup = Callable[[str, str, str], Mapping[str, Any] | None]  # (namespace, name, uid) -> Pod or None

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from flask import Flask
 
 from trustgate.audit import AuditLog, EventSink, JsonLinesSink, Sink
-from trustgate.cache import ClusterCache
+from trustgate.cluster.cache import ClusterCache
 from trustgate.inventory import api_client
-from trustgate.serving import run_service, service_settings
+from trustgate.serving.server import run_service, service_settings
 from webhook.app import create_app
 
 PROG = "trustgate-webhook"

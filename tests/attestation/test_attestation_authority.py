@@ -25,8 +25,8 @@ from attestation import ekcert
 from attestation.app import create_app
 from attestation.authority import Authority, StaticEnrollment
 from attestation.flavors import LEVEL_PCRS, Flavor, flavors_from_values
-from trustgate.keys import KeySet, generate_private_key, key_from_pem
-from trustgate.report import LEVELS, NodeIdentity, ReportVerifier, VerifierSettings
+from trustgate.core.keys import KeySet, generate_private_key, key_from_pem
+from trustgate.core.report import LEVELS, NodeIdentity, ReportVerifier, VerifierSettings
 
 ISSUER = "https://aias.test"
 NODE = "worker-1"

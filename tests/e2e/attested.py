@@ -26,7 +26,7 @@ from harness import eventually
 from agent.swtpm import LocalCa, SoftwareTpm, free_port_pair
 from agent.tpm2 import Tpm2Tools
 from attestation.ekcert import fingerprint
-from trustgate.report import decode_unverified
+from trustgate.core.report import decode_unverified
 
 REPORT_TTL = 30  # seconds: renewed every 10 s while the host attests
 AGENT_INTERVAL = 2  # seconds between an agent's attestations (tampering shows within this)

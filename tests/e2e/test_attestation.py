@@ -23,7 +23,7 @@ from prerequisites import require_tpm_tools
 
 from attestation.ekcert import fingerprint
 from attestation.flavors import LEVEL_PCRS
-from trustgate.report import LEVELS
+from trustgate.core.report import LEVELS
 
 pytestmark = pytest.mark.e2e
 

@@ -12,9 +12,9 @@ from controlplane import cluster
 from harness import binaries, eventually
 
 from factories import Issuer, boot_of, uuid_of
-from trustgate.cache import REPORTS, ClusterCache
+from trustgate.cluster.cache import REPORTS, ClusterCache
+from trustgate.core.node import NO_REPORT
 from trustgate.inventory import api_client, publish
-from trustgate.node import NO_REPORT
 
 pytestmark = pytest.mark.e2e
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

@@ -30,7 +30,7 @@ report is void exactly at its `exp`.
 
 A second test keeps kube-apiserver down for 15 s, long enough for the caches' reconnect backoff to
 grow, and revokes a node the moment it is back: neither service may pass that node on the state of
-a cache that has not reconnected yet (before trustgate.cache counted a lost watch as "not synced",
+a cache that has not reconnected yet (before trustgate.cluster.cache counted a lost watch as "not synced",
 both did for 4-5 s).
 """
 

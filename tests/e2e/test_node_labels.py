@@ -10,7 +10,7 @@ from devstack import ISSUER, NAMESPACE, SKEW_SECONDS, DevStack
 from fleet import VALID, Fleet
 from harness import eventually
 
-from trustgate.report import decode_unverified
+from trustgate.core.report import decode_unverified
 
 pytestmark = pytest.mark.e2e
 TRUSTED = "trustgate.dev/trusted"

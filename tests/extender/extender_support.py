@@ -12,9 +12,9 @@ from prometheus_client import CollectorRegistry
 
 from extender.app import create_app
 from factories import Issuer, node_object, pod_object
-from trustgate.keys import generate_private_key
-from trustgate.signing import sign_claims
-from trustgate.snapshot import Snapshot, StaticCluster
+from trustgate.core.keys import generate_private_key
+from trustgate.core.signing import sign_claims
+from trustgate.core.snapshot import Snapshot, StaticCluster
 
 NOW = 1_790_000_000.0  # a fixed clock: 2026-09-21T14:13:20Z
 TRUSTED = {"trustgate.dev/trusted": "true"}

@@ -14,7 +14,7 @@ from flask import Flask
 
 from extender.app import create_app
 from factories import Issuer, node_object
-from trustgate.snapshot import Snapshot, StaticCluster
+from trustgate.core.snapshot import Snapshot, StaticCluster
 
 
 def create() -> Flask:

@@ -16,7 +16,7 @@ from extender.filter import (
     requirement_of,
 )
 from factories import node_object, pod_object, trust_policy
-from trustgate.policy import pod_facts
+from trustgate.core.policy import pod_facts
 
 # --- prioritize ---------------------------------------------------------------------------------
 

@@ -61,7 +61,7 @@ def test_node_names_mode_filters_with_a_reason_per_node(failing_world: World) ->
 def test_expired_reason_names_the_expiry_time(failing_world: World) -> None:
     failed = post(failing_world.client(), names_args(trust_pod(), ["expired"]))["FailedAndUnresolvableNodes"]
     exp = int(NOW - 7200) + 3600
-    from trustgate.report import format_time
+    from trustgate.core.report import format_time
 
     assert failed == {"expired": f"trust report expired at {format_time(exp)}"}
 

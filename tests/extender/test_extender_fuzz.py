@@ -25,8 +25,8 @@ from prometheus_client import CollectorRegistry
 from extender.app import create_app
 from extender.wire import WireError, loads
 from factories import Issuer, node_object, pod_object, trust_policy
-from trustgate.policy import PolicyError, pod_facts
-from trustgate.snapshot import Snapshot, StaticCluster
+from trustgate.core.policy import PolicyError, pod_facts
+from trustgate.core.snapshot import Snapshot, StaticCluster
 
 EXAMPLES = int(os.environ.get("TRUSTGATE_FUZZ_EXAMPLES", "10000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from extender.app import create_app
 from factories import pod_object
-from trustgate.snapshot import StaticCluster
+from trustgate.core.snapshot import StaticCluster
 
 ERROR_KEYS = {"Nodes", "NodeNames", "FailedNodes", "FailedAndUnresolvableNodes", "Error"}
 

@@ -1,4 +1,4 @@
-"""trustgate.serving: the gunicorn settings, and the real gunicorn serving the extender over TLS and mTLS."""
+"""trustgate.serving.server: the gunicorn settings, and the real gunicorn serving the extender over TLS and mTLS."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from extender_support import names_args, trust_pod
 from gunicorn.config import Config
 
-from trustgate.serving import TLS_CIPHERS, gunicorn_args, gunicorn_settings, load_factory
+from trustgate.serving.server import TLS_CIPHERS, gunicorn_args, gunicorn_settings, load_factory
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -192,12 +192,12 @@ def _request(port: int, context: ssl.SSLContext, method: str, path: str, body: b
 
 @pytest.fixture
 def server(pki: Pki, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[int]:
-    """`python -m trustgate.serving extender_wsgi:create ...` on a free port; `request.param`: mTLS or not."""
+    """`python -m trustgate.serving.server extender_wsgi:create ...` on a free port; `request.param`: mTLS or not."""
     port = _free_port()
     command = [
         sys.executable,
         "-m",
-        "trustgate.serving",
+        "trustgate.serving.server",
         "extender_wsgi:create",
         "--bind",
         f"127.0.0.1:{port}",

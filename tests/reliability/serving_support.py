@@ -1,6 +1,6 @@
 """Real gunicorn over TLS on 127.0.0.1 for the reliability tests: throwaway PKI and a server process.
 
-The server is `python -m trustgate.serving <factory>` (what `trustgate-extender` and
+The server is `python -m trustgate.serving.server <factory>` (what `trustgate-extender` and
 `trustgate-webhook` run, minus the cluster), so every setting under test is the production one.
 """
 
@@ -138,7 +138,7 @@ def free_port() -> int:
 
 
 class Server:
-    """`python -m trustgate.serving <factory>` on a free loopback port, in its own process group."""
+    """`python -m trustgate.serving.server <factory>` on a free loopback port, in its own process group."""
 
     def __init__(
         self,
@@ -154,7 +154,7 @@ class Server:
     ) -> None:
         self.port = free_port()
         self.log_path = directory / f"gunicorn-{self.port}.log"
-        self.command = [sys.executable, "-m", "trustgate.serving", factory, "--bind", f"127.0.0.1:{self.port}"]
+        self.command = [sys.executable, "-m", "trustgate.serving.server", factory, "--bind", f"127.0.0.1:{self.port}"]
         self.command += ["--certfile", str(cert), "--keyfile", str(key), "--workers", str(workers)]
         self.command += ["--threads", str(threads), "--graceful-timeout", "2", *args]
         if client_ca is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from factories import Issuer, node_object
-from trustgate.cache import NODES, REPORTS, Backoff, ClusterCache
+from trustgate.cluster.cache import NODES, REPORTS, Backoff, ClusterCache
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Limits of the real gunicorn over TLS (trustgate.serving): one slow, huge or hung request cannot
+"""Limits of the real gunicorn over TLS (trustgate.serving.server): one slow, huge or hung request cannot
 take the service down. Loopback only, each test bounded in time.
 
 - a body over the app's limit is refused (extender 413, webhook 400) before it is read;
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from serving_support import CA, Leaf, Server, client_context
 
-from trustgate.serving import REQUEST_IO_TIMEOUT
+from trustgate.serving.server import REQUEST_IO_TIMEOUT
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""TLS of the real gunicorn (trustgate.serving) on 127.0.0.1, as kube-apiserver and kube-scheduler meet it.
+"""TLS of the real gunicorn (trustgate.serving.server) on 127.0.0.1, as kube-apiserver and kube-scheduler meet it.
 
 - TLS 1.2 is the minimum: a client that offers at most TLS 1.1 (or 1.0) is refused;
 - only ECDHE with AEAD in TLS 1.2: clients offering only RSA key exchange, DHE, or CBC suites

@@ -6,7 +6,7 @@ import pytest
 from craft import issuer_for
 
 from factories import Issuer
-from trustgate.report import ReportVerifier
+from trustgate.core.report import ReportVerifier
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import get_default_algorithms
 
 from factories import Issuer, boot_of, uuid_of
-from trustgate.keys import PrivateKey, thumbprint
-from trustgate.report import NodeIdentity
+from trustgate.core.keys import PrivateKey, thumbprint
+from trustgate.core.report import NodeIdentity
 
 NOW = 1_795_000_000.0  # 2026-11-18T11:06:40Z: every token in these tests is issued at this instant
 RSA_ALGS = ("PS256", "PS384", "RS256", "RS384")

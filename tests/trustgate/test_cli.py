@@ -11,7 +11,7 @@ import pytest
 from craft import decode_segment
 
 from trustgate.cli import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, main, parse_duration
-from trustgate.keys import load_private_key, thumbprint
+from trustgate.core.keys import load_private_key, thumbprint
 
 ISSUER = "https://aias.example"
 UUID = "4C4C4544-0042-3510-8052-B7C04F4E3332"

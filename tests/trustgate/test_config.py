@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from trustgate.config import ConfigError, parse_settings
-from trustgate.keys import generate_private_key, jwks_for, private_key_pem
+from trustgate.core.keys import generate_private_key, jwks_for, private_key_pem
 
 BIN = Path(sys.executable).parent
 ISSUER = "https://aias.example"

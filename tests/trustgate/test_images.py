@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trustgate.images import matches, normalize
+from trustgate.core.images import matches, normalize
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 
 from factories import Issuer, node_object
+from trustgate.core.labels import TRUSTED_LABEL
+from trustgate.core.snapshot import Snapshot
 from trustgate.labeler import LabelController, label_patch, next_change
-from trustgate.labels import TRUSTED_LABEL
-from trustgate.snapshot import Snapshot
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from craft import NOW, craft, header_for, identity
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from factories import Issuer, node_object, pod_object, trust_policy
-from trustgate.labels import TRUSTED_LABEL
-from trustgate.policy import (
+from trustgate.core.labels import TRUSTED_LABEL
+from trustgate.core.policy import (
     ALL_LEVELS,
     NODE_AFFINITY,
     Enforcement,
@@ -20,8 +20,8 @@ from trustgate.policy import (
     Verdict,
     pod_facts,
 )
-from trustgate.report import LEVELS
-from trustgate.snapshot import Snapshot
+from trustgate.core.report import LEVELS
+from trustgate.core.snapshot import Snapshot
 
 TRUSTED = {TRUSTED_LABEL: "true"}
 COUNTRY = "asset.trustgate.dev/country"

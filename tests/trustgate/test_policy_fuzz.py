@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from factories import Issuer, node_object
-from trustgate.labels import ASSET_LABEL_PREFIX, TRUSTED_LABEL
-from trustgate.node import NO_REPORT, UNKNOWN_NODE, NodeTrust
-from trustgate.policy import (
+from trustgate.core.labels import ASSET_LABEL_PREFIX, TRUSTED_LABEL
+from trustgate.core.node import NO_REPORT, UNKNOWN_NODE, NodeTrust
+from trustgate.core.policy import (
     Enforcement,
     PodFacts,
     PolicyError,
@@ -34,8 +34,8 @@ from trustgate.policy import (
     evaluate,
     pod_facts,
 )
-from trustgate.report import LEVELS, ReportVerifier
-from trustgate.snapshot import Snapshot
+from trustgate.core.report import LEVELS, ReportVerifier
+from trustgate.core.snapshot import Snapshot
 
 EXAMPLES = int(os.environ.get("TRUSTGATE_FUZZ_EXAMPLES", "10000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trustgate.reasons import CATEGORIES, reason_category
+from trustgate.core.reasons import CATEGORIES, reason_category
 
 
 @pytest.mark.parametrize(

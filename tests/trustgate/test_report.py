@@ -27,10 +27,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import get_default_algorithms
 
-import trustgate.report as report_module
+import trustgate.core.report as report_module
 from factories import ISSUER, Issuer
-from trustgate.keys import KeySet, VerificationKey, algorithms_for, jwks_for, key_from_pem, keys_from_jwks
-from trustgate.report import (
+from trustgate.core.keys import KeySet, VerificationKey, algorithms_for, jwks_for, key_from_pem, keys_from_jwks
+from trustgate.core.report import (
     LEVELS,
     ClaimError,
     MalformedReport,

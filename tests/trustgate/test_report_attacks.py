@@ -38,9 +38,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import get_default_algorithms
 
 from factories import ISSUER, Issuer, boot_of, uuid_of
-from trustgate.keys import KeySet, VerificationKey, algorithms_for, jwks_for, keys_from_jwks
-from trustgate.node import assess
-from trustgate.report import (
+from trustgate.core.keys import KeySet, VerificationKey, algorithms_for, jwks_for, keys_from_jwks
+from trustgate.core.node import assess
+from trustgate.core.report import (
     LEVELS,
     ClaimError,
     MalformedReport,

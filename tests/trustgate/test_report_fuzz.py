@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from factories import ISSUER, Issuer
-from trustgate.report import (
+from trustgate.core.report import (
     LEVELS,
     MalformedReport,
     NodeIdentity,

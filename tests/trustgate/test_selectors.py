@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from factories import pod_object
-from trustgate.selectors import (
+from trustgate.core.selectors import (
     LABEL_OPERATORS,
     NODE_OPERATORS,
     Requirement,

@@ -19,7 +19,7 @@ from reviews import AUDIT_POLICY, ENCRYPTED_POLICY, PCI_POLICY, WARN_POLICY, sna
 
 from factories import Issuer  # noqa: E402
 from trustgate.audit import AuditLog, JsonLinesSink  # noqa: E402
-from trustgate.snapshot import StaticCluster  # noqa: E402
+from trustgate.core.snapshot import StaticCluster  # noqa: E402
 from webhook.app import create_app  # noqa: E402
 
 

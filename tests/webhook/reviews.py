@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from factories import Issuer, node_object, trust_policy
-from trustgate.snapshot import Snapshot
+from trustgate.core.snapshot import Snapshot
 
 SCHEDULER = {
     "username": "system:kube-scheduler",

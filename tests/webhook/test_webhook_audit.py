@@ -12,7 +12,7 @@ from reviews import EXPIRED, KERNEL_UNTRUSTED, NO_REPORT, TRUST_SELECTOR, WARN_P
 from factories import Issuer, pod_object
 from trustgate.audit import AuditLog, EventSink, JsonLinesSink, records_from_events
 from trustgate.cli import main
-from trustgate.snapshot import StaticCluster
+from trustgate.core.snapshot import StaticCluster
 from webhook.app import create_app
 
 

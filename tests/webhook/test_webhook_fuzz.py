@@ -41,8 +41,8 @@ from reviews import (
 
 from factories import Issuer, pod_object
 from trustgate.audit import AuditLog
-from trustgate.policy import pod_facts
-from trustgate.snapshot import Snapshot, StaticCluster
+from trustgate.core.policy import pod_facts
+from trustgate.core.snapshot import Snapshot, StaticCluster
 from webhook.app import create_app
 
 EXAMPLES = int(os.environ.get("TRUSTGATE_FUZZ_EXAMPLES", "10000"))

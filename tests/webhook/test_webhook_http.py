@@ -14,7 +14,7 @@ from reviews import EXPIRED, TRUST_SELECTOR, TRUSTED, pod_binding, pod_create, s
 
 from factories import Issuer, pod_object
 from trustgate.audit import AuditLog
-from trustgate.snapshot import Snapshot, StaticCluster
+from trustgate.core.snapshot import Snapshot, StaticCluster
 from webhook.app import create_app
 
 REJECTED_POD = pod_object(node_selector=TRUST_SELECTOR, node_name=EXPIRED)

@@ -8,7 +8,7 @@ import pytest
 from reviews import EXPIRED, TRUST_SELECTOR, TRUSTED, pod_binding, pod_create, snapshot
 
 from factories import Issuer, pod_object
-from trustgate.policy import Enforcement, Failure, Source
+from trustgate.core.policy import Enforcement, Failure, Source
 from webhook.decide import ALLOW, decide, describe_failures
 from webhook.review import ReviewError, annotation_key, decode_review, encode_response, truncate
 

@@ -1,4 +1,4 @@
-"""The webhook under the real gunicorn over TLS (`trustgate.serving`), as kube-apiserver reaches it."""
+"""The webhook under the real gunicorn over TLS (`trustgate.serving.server`), as kube-apiserver reaches it."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "TRUSTGATE_BENCH_AUDIT": str(audit),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH")])),
     }
-    command = [sys.executable, "-m", "trustgate.serving", "bench.admission_app:create"]
+    command = [sys.executable, "-m", "trustgate.serving.server", "bench.admission_app:create"]
     command += ["--bind", f"127.0.0.1:{port}", "--certfile", str(cert), "--keyfile", str(key)]
     command += ["--workers", "1", "--threads", "2", "--log-level", "warning"]
     process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)

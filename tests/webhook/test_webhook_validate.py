@@ -26,7 +26,7 @@ from reviews import (
 
 from factories import Issuer, pod_object
 from trustgate.audit import AuditLog, JsonLinesSink, read_records
-from trustgate.snapshot import Snapshot, StaticCluster
+from trustgate.core.snapshot import Snapshot, StaticCluster
 from webhook.app import create_app
 
 Post = Callable[[dict[str, Any]], dict[str, Any]]

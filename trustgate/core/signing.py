@@ -9,8 +9,8 @@ from typing import Any
 
 import jwt
 
-from trustgate.keys import PrivateKey, default_algorithm, thumbprint
-from trustgate.report import AUDIENCE, LEVELS
+from trustgate.core.keys import PrivateKey, default_algorithm, thumbprint
+from trustgate.core.report import AUDIENCE, LEVELS
 
 
 def report_claims(

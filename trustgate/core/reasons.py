@@ -6,7 +6,7 @@ metric must not carry them verbatim, or every node name and timestamp becomes a 
 
 from __future__ import annotations
 
-from trustgate.node import NO_REPORT, UNKNOWN_NODE
+from trustgate.core.node import NO_REPORT, UNKNOWN_NODE
 
 CACHE_NOT_READY = "trust cache not ready"
 POD_NOT_FOUND = "pod not found"

@@ -22,7 +22,7 @@ from typing import Any
 
 from jwt.algorithms import get_default_algorithms
 
-from trustgate.keys import ALLOWED_ALGORITHMS, KeySet
+from trustgate.core.keys import ALLOWED_ALGORITHMS, KeySet
 
 LEVELS: tuple[str, ...] = ("firmware", "boot", "bootloader", "kernel", "runtime")
 AUDIENCE = "trustgate"

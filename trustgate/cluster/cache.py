@@ -26,10 +26,10 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from trustgate.node import NodeTrust, assess, node_identity, node_labels
-from trustgate.policy import TrustPolicy
-from trustgate.report import NodeIdentity, ReportVerifier
-from trustgate.snapshot import Snapshot
+from trustgate.core.node import NodeTrust, assess, node_identity, node_labels
+from trustgate.core.policy import TrustPolicy
+from trustgate.core.report import NodeIdentity, ReportVerifier
+from trustgate.core.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from trustgate.node import UNKNOWN_NODE, NodeTrust, assess, node_identity, node_labels
-from trustgate.policy import PodFacts, TrustPolicy, TrustRequirement, Verdict, evaluate, requirement_for
-from trustgate.report import ReportVerifier
+from trustgate.core.node import UNKNOWN_NODE, NodeTrust, assess, node_identity, node_labels
+from trustgate.core.policy import PodFacts, TrustPolicy, TrustRequirement, Verdict, evaluate, requirement_for
+from trustgate.core.report import ReportVerifier
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from trustgate.labels import TRUSTED_LABEL, asset_label, is_trust_label
-from trustgate.report import NodeIdentity, ReportError, ReportVerifier, TrustReport
+from trustgate.core.labels import TRUSTED_LABEL, asset_label, is_trust_label
+from trustgate.core.report import NodeIdentity, ReportError, ReportVerifier, TrustReport
 
 NO_REPORT = "no trust report"
 UNKNOWN_NODE = "node not found in the cluster"

@@ -309,8 +309,8 @@ def run_service(prog: str, app_factory_path: str, argv: Sequence[str] | None = N
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m trustgate.serving module:factory --bind ... --certfile ... --keyfile ...`"""
-    parser = argparse.ArgumentParser(prog="python -m trustgate.serving", description=main.__doc__)
+    """`python -m trustgate.serving.server module:factory --bind ... --certfile ... --keyfile ...`"""
+    parser = argparse.ArgumentParser(prog="python -m trustgate.serving.server", description=main.__doc__)
     parser.add_argument("app", help="the app factory, module:function")
     parser.add_argument("--bind", default="0.0.0.0:8443")
     parser.add_argument("--certfile", required=True)

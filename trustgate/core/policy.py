@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from trustgate import images
-from trustgate.labels import ASSET_LABEL_PREFIX, TRUSTED_LABEL, is_trust_label
-from trustgate.node import NodeTrust
-from trustgate.report import LEVELS
-from trustgate.selectors import (
+from trustgate.core import images
+from trustgate.core.labels import ASSET_LABEL_PREFIX, TRUSTED_LABEL, is_trust_label
+from trustgate.core.node import NodeTrust
+from trustgate.core.report import LEVELS
+from trustgate.core.selectors import (
     LabelSelector,
     NodeConstraints,
     Requirement,

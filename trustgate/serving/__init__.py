@@ -1,0 +1,1 @@
+"""Serving the HTTP services: gunicorn over TLS, probes and metrics."""
