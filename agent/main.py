@@ -5,88 +5,126 @@
     trustgate-agent flavor --name NAME       # TrustFlavor objects (YAML) from this known-good host's PCRs
 
 `run` attests every `--interval` seconds at most (sooner when the authority asks, to renew the
-report before it expires), at once on SIGUSR1, and stops on SIGTERM/SIGINT. Flags may also be given
-as TRUSTGATE_<FLAG> variables (TRUSTGATE_AUTHORITY, TRUSTGATE_TCTI, ...).
+report before it expires), at once on SIGUSR1, and stops on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
-import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import yaml
 
 from agent.agent import Agent, AgentConfig, HttpTransport
 from agent.tpm2 import Tpm2Tools, TpmCommandError
+from trustgate.settings import ConfigError, Settings, option, seconds
+from trustgate.startup import Command, Service
 
 PROG = "trustgate-agent"
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get("TRUSTGATE_" + name.upper().replace("-", "_"), default)
+@dataclass(frozen=True)
+class TpmSettings(Settings):
+    tcti: str = option("how tpm2-tools reach the TPM", "device:/dev/tpmrm0")
+    state_dir: str = option("where the attestation key is kept", "/var/lib/trustgate-agent")
+
+    def tpm(self) -> Tpm2Tools:
+        return Tpm2Tools(self.tcti, self.state_dir)
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    top.add_argument("--tcti", default=_env("tcti", "device:/dev/tpmrm0"))
-    top.add_argument("--state-dir", default=_env("state-dir", "/var/lib/trustgate-agent"))
-    commands = top.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="register and attest until stopped")
-    run.add_argument("--authority", default=_env("authority"), help="https://host:port of the authority")
-    run.add_argument("--ca", default=_env("ca"), help="CA bundle that signed the authority's certificate")
-    run.add_argument("--client-cert", default=_env("client-cert"))
-    run.add_argument("--client-key", default=_env("client-key"))
-    run.add_argument("--node", default=_env("node") or os.environ.get("NODE_NAME"), help="this Node's name")
-    run.add_argument("--product-uuid", default=_env("product-uuid", "/sys/class/dmi/id/product_uuid"))
-    run.add_argument("--boot-id", default=_env("boot-id", "/proc/sys/kernel/random/boot_id"))
-    run.add_argument("--interval", type=float, default=float(_env("interval", "120") or 120))
-    run.add_argument("--max-backoff", type=float, default=float(_env("max-backoff", "60") or 60))
-    commands.add_parser("ek-fingerprint", help="SHA-256 of this TPM's EK certificate")
-    flavor = commands.add_parser("flavor", help="TrustFlavor objects from this host's current PCR values")
-    flavor.add_argument("--name", required=True, help="name prefix, e.g. the image or hardware model")
-    flavor.add_argument("--level", action="append", help="only these levels (repeatable)")
-    return top
+@dataclass(frozen=True)
+class AgentSettings(TpmSettings):
+    authority: str | None = option("https://host:port of the attestation authority")
+    ca: str | None = option("CA bundle that signed the authority's certificate")
+    client_cert: str | None = option("client certificate for the authority (mTLS)")
+    client_key: str | None = option("its private key")
+    node: str | None = option("this Node's name")
+    product_uuid: str = option("file with the host's DMI product UUID", "/sys/class/dmi/id/product_uuid")
+    boot_id: str = option("file with the current boot id", "/proc/sys/kernel/random/boot_id")
+    interval: float = option("longest time between attestations, seconds", 120.0, parse=seconds)
+    max_backoff: float = option("longest wait after a failure, seconds", 60.0, parse=seconds)
+
+    def check(self) -> None:
+        super().check()
+        if not self.authority or not self.node:
+            raise ConfigError("--authority and --node (or TRUSTGATE_AUTHORITY and TRUSTGATE_NODE) are required")
+        if bool(self.client_cert) != bool(self.client_key):
+            raise ConfigError("--client-cert and --client-key go together")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = parser().parse_args(argv)
-    tpm = Tpm2Tools(args.tcti, args.state_dir)
-    try:
-        if args.command == "ek-fingerprint":
-            from attestation.ekcert import fingerprint
+@dataclass(frozen=True)
+class FlavorSettings(TpmSettings):
+    name: str | None = option("name prefix, e.g. the image or hardware model")
+    level: tuple[str, ...] = option("only these levels (repeatable)", repeated=True)
 
-            print(fingerprint(tpm.ek_certificate()))
-            return 0
-        if args.command == "flavor":
-            from attestation.flavors import LEVEL_PCRS, flavors_from_values
+    def check(self) -> None:
+        super().check()
+        if not self.name:
+            raise ConfigError("--name is required")
 
-            levels = args.level or list(LEVEL_PCRS)
-            flavors = flavors_from_values(args.name, tpm.pcr_read(), levels)
-            print(yaml.safe_dump_all([f.to_object() for f in flavors], sort_keys=False), end="")
-            return 0
-    except TpmCommandError as error:
-        print(f"{PROG}: {error}", file=sys.stderr)
-        return 1
-    if not args.authority or not args.node:
-        print(f"{PROG}: --authority and --node (or NODE_NAME) are required", file=sys.stderr)
-        return 2
-    client_cert = (args.client_cert, args.client_key) if args.client_cert and args.client_key else None
+
+def run(settings: AgentSettings) -> int:
+    assert settings.authority is not None and settings.node is not None  # checked
+    client_cert = (settings.client_cert, settings.client_key) if settings.client_cert and settings.client_key else None
     config = AgentConfig(
-        args.node, args.product_uuid, args.boot_id, interval=args.interval, max_backoff=args.max_backoff
+        settings.node,
+        settings.product_uuid,
+        settings.boot_id,
+        interval=settings.interval,
+        max_backoff=settings.max_backoff,
     )
-    agent = Agent(config, tpm, HttpTransport(args.authority, args.ca, client_cert))
+    agent = Agent(config, settings.tpm(), HttpTransport(settings.authority, settings.ca, client_cert))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGUSR1, lambda *_: agent.request_attestation())
     agent.run(stop)
     return 0
+
+
+def ek_fingerprint(settings: TpmSettings) -> int:
+    from attestation.ekcert import fingerprint
+
+    return _tpm_errors(lambda: print(fingerprint(settings.tpm().ek_certificate())))
+
+
+def flavor(settings: FlavorSettings) -> int:
+    from attestation.flavors import LEVEL_PCRS, flavors_from_values
+
+    def capture() -> None:
+        assert settings.name is not None  # checked
+        flavors = flavors_from_values(settings.name, settings.tpm().pcr_read(), list(settings.level or LEVEL_PCRS))
+        print(yaml.safe_dump_all([f.to_object() for f in flavors], sort_keys=False), end="")
+
+    return _tpm_errors(capture)
+
+
+def _tpm_errors(action: Callable[[], None]) -> int:
+    try:
+        action()
+    except TpmCommandError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+SERVICE = Service(
+    PROG,
+    commands={
+        "run": Command(AgentSettings, run=run, help="register and attest until stopped"),
+        "ek-fingerprint": Command(TpmSettings, run=ek_fingerprint, help="SHA-256 of this TPM's EK certificate"),
+        "flavor": Command(FlavorSettings, run=flavor, help="TrustFlavor objects from this host's current PCR values"),
+    },
+    shared=TpmSettings,
+    description=__doc__.splitlines()[0],
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return SERVICE.start(argv)
 
 
 if __name__ == "__main__":

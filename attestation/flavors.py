@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from trustgate.cluster.resources import GROUP_VERSION
 from trustgate.core.report import LEVELS
 
 LEVEL_PCRS: dict[str, tuple[int, ...]] = {
@@ -58,7 +59,7 @@ class Flavor:
         if self.asset_tags:
             spec["assetTags"] = dict(self.asset_tags)
         return {
-            "apiVersion": "trustgate.dev/v1alpha1",
+            "apiVersion": GROUP_VERSION,
             "kind": "TrustFlavor",
             "metadata": {"name": self.name},
             "spec": spec,

@@ -18,9 +18,10 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from attestation.flavors import Flavor, FlavorError, flavor_from_object
+from trustgate.cluster.resources import AGENTS_PLURAL as AGENTS
+from trustgate.cluster.resources import FLAVORS_PLURAL as FLAVORS
+from trustgate.cluster.resources import GROUP, GROUP_VERSION, VERSION
 
-GROUP, VERSION = "trustgate.dev", "v1alpha1"
-FLAVORS, AGENTS = "trustflavors", "attestedagents"
 REQUESTED = "trustgate.dev/requested-ek-sha256"
 log = logging.getLogger("trustgate.attestation")
 
@@ -85,7 +86,7 @@ class KubeEnrollment:
             if error.status != 404:
                 raise
             body = {
-                "apiVersion": f"{GROUP}/{VERSION}",
+                "apiVersion": GROUP_VERSION,
                 "kind": "AttestedAgent",
                 "metadata": {"name": node, **patch["metadata"]},
                 "spec": {},
@@ -111,7 +112,7 @@ def enroll(api: client.ApiClient, node: str, ek_fingerprint: str | None = None) 
     if len(ek_fingerprint) != 64 or any(c not in "0123456789abcdef" for c in ek_fingerprint):
         raise ValueError("an EK fingerprint is the SHA-256 of the EK certificate, 64 hex digits")
     if current is None:
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AttestedAgent", "metadata": {"name": node}}
+        body = {"apiVersion": GROUP_VERSION, "kind": "AttestedAgent", "metadata": {"name": node}}
         objects.create_cluster_custom_object(
             GROUP, VERSION, AGENTS, body | {"spec": {"ekCertificateSHA256": ek_fingerprint}}
         )

@@ -5,19 +5,16 @@
     trustgate-attestation approve NODE            # enroll the EK that NODE's agent asked with
     trustgate-attestation enroll NODE SHA256      # enroll an EK certificate fingerprint for NODE
 
-Every flag may also be given as `TRUSTGATE_<FLAG>` (e.g. TRUSTGATE_SIGNING_KEY). Without
-`--enrollment` the AttestedAgent objects are the enrollment; without `--flavors`, the TrustFlavor
-objects are the flavors. One gunicorn worker (registrations and nonces live in its memory; an agent
-that the authority forgot after a restart registers again on its own), several threads.
+Without `--enrollment` the AttestedAgent objects are the enrollment; without `--flavors`, the
+TrustFlavor objects are the flavors. One gunicorn worker (registrations and nonces live in its
+memory; an agent that the authority forgot after a restart registers again on its own).
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
-import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -27,117 +24,109 @@ from attestation.app import create_app
 from attestation.authority import Authority, StaticEnrollment
 from attestation.ekcert import EkVerifier, load_bundle
 from attestation.flavors import FileFlavors
-from trustgate.core.keys import KeyConfigError, load_private_key
-from trustgate.inventory import api_client, publish
-from trustgate.serving.server import serve
+from trustgate.cluster.api import api_client
+from trustgate.cluster.reports import publish
+from trustgate.core.keys import KeyConfigError
+from trustgate.keyfiles import load_private_key
+from trustgate.settings import ClusterSettings, ConfigError, ServingSettings, option, seconds
+from trustgate.startup import Command, Service
 
 PROG = "trustgate-attestation"
-_args: argparse.Namespace | None = None
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get("TRUSTGATE_" + name.upper().replace("-", "_"), default)
+@dataclass(frozen=True)
+class AuthoritySettings(ClusterSettings, ServingSettings):
+    issuer: str | None = option("the reports' iss")
+    signing_key: str | None = option("PEM private key that signs reports")
+    ek_ca: tuple[str, ...] = option("PEM bundle of trusted EK CAs (repeatable)", repeated=True)
+    enrollment: str | None = option("YAML {node: ek-sha256}; default: the AttestedAgent objects")
+    flavors: str | None = option("YAML of TrustFlavor objects; default: the cluster's")
+    report_ttl: float = option("report lifetime, seconds", 600.0, parse=seconds)
+    nonce_ttl: float = option("nonce lifetime, seconds", 60.0, parse=seconds)
+
+    def check(self) -> None:
+        for name in ("issuer", "signing_key"):
+            if not getattr(self, name):
+                raise ConfigError(f"--{name.replace('_', '-')} is required")
+        if not self.ek_ca:
+            raise ConfigError("--ek-ca is required: the TPM manufacturers' CA certificates")
+        if self.workers != 1:
+            raise ConfigError("the authority runs one worker: registrations and nonces live in its memory")
+        try:
+            load_private_key(self.signing_key)  # type: ignore[arg-type]
+            load_bundle(self.ek_ca)
+        except (ValueError, OSError, KeyConfigError) as error:
+            raise ConfigError(str(error)) from None
+        for path in (self.enrollment, self.flavors):
+            if path and not Path(path).is_file():
+                raise ConfigError(f"{path} does not exist")
+        super().check()
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    top.add_argument("--kubeconfig", default=_env("kubeconfig"), help="default: in-cluster service account")
-    commands = top.add_subparsers(dest="command", required=True)
-    s = commands.add_parser("serve", help="run the authority")
-    s.add_argument("--issuer", default=_env("issuer"), help="the reports' iss")
-    s.add_argument("--signing-key", default=_env("signing-key"), help="PEM private key that signs reports")
-    s.add_argument("--ek-ca", action="append", default=None, help="PEM bundle of trusted EK CAs (repeatable)")
-    s.add_argument("--enrollment", default=_env("enrollment"), help="YAML {node: ek-sha256}; default AttestedAgents")
-    s.add_argument("--flavors", default=_env("flavors"), help="YAML of TrustFlavor objects; default the cluster's")
-    s.add_argument("--report-ttl", type=float, default=float(_env("report-ttl", "600")), help="seconds")
-    s.add_argument("--nonce-ttl", type=float, default=float(_env("nonce-ttl", "60")), help="seconds")
-    s.add_argument("--bind", default=_env("bind", "0.0.0.0:8443"))
-    s.add_argument("--tls-cert", default=_env("tls-cert"))
-    s.add_argument("--tls-key", default=_env("tls-key"))
-    s.add_argument("--client-ca", default=_env("client-ca"), help="require agent client certificates (mTLS)")
-    s.add_argument("--threads", type=int, default=int(_env("threads", "8") or 8))
-    a = commands.add_parser("approve", help="enroll the EK that NODE's agent asked to register with")
-    a.add_argument("node")
-    e = commands.add_parser("enroll", help="enroll an EK certificate SHA-256 fingerprint for NODE")
-    e.add_argument("node")
-    e.add_argument("fingerprint")
-    return top
+@dataclass(frozen=True)
+class EnrollSettings(ClusterSettings):
+    node: str = option("the Node to enroll", "", positional=True)
 
 
-def check(args: argparse.Namespace) -> None:
-    ek_ca = args.ek_ca or [p for p in (_env("ek-ca") or "").split(",") if p]
-    args.ek_ca = ek_ca
-    for name in ("issuer", "signing_key", "tls_cert", "tls_key"):
-        if not getattr(args, name):
-            raise ValueError(f"--{name.replace('_', '-')} is required")
-    if not ek_ca:
-        raise ValueError("--ek-ca is required: the TPM manufacturers' CA certificates")
-    load_private_key(args.signing_key)
-    load_bundle(ek_ca)
-    for path in (args.enrollment, args.flavors, args.kubeconfig):
-        if path and not Path(path).is_file():
-            raise ValueError(f"{path} does not exist")
+@dataclass(frozen=True)
+class EnrollFingerprintSettings(EnrollSettings):
+    fingerprint: str = option("SHA-256 of the node's EK certificate", "", positional=True)
 
 
-def build(args: argparse.Namespace) -> Authority:
+def build(settings: AuthoritySettings) -> Authority:
     from attestation import kube
 
-    api = api_client(args.kubeconfig)
-    if args.enrollment:
-        enrollment = StaticEnrollment(yaml.safe_load(Path(args.enrollment).read_text()) or {})
+    api = api_client(settings.kubeconfig)
+    if settings.enrollment:
+        enrollment = StaticEnrollment(yaml.safe_load(Path(settings.enrollment).read_text()) or {})
     else:
         enrollment = kube.KubeEnrollment(api)  # type: ignore[assignment]
+    assert settings.issuer is not None and settings.signing_key is not None  # checked
     return Authority(
-        issuer=args.issuer,
-        signing_key=load_private_key(args.signing_key),
-        ek_verifier=EkVerifier(load_bundle(args.ek_ca)),
+        issuer=settings.issuer,
+        signing_key=load_private_key(settings.signing_key),
+        ek_verifier=EkVerifier(load_bundle(settings.ek_ca)),
         enrollment=enrollment,
         nodes=kube.node_lookup(api),
-        flavors=FileFlavors(args.flavors) if args.flavors else kube.KubeFlavors(api),
+        flavors=FileFlavors(settings.flavors) if settings.flavors else kube.KubeFlavors(api),
         publish=lambda node, token: publish(api, node, token),
-        report_ttl=args.report_ttl,
-        nonce_ttl=args.nonce_ttl,
+        report_ttl=settings.report_ttl,
+        nonce_ttl=settings.nonce_ttl,
     )
 
 
-def create() -> Flask:
+def create(settings: AuthoritySettings) -> Flask:
     """The app factory gunicorn calls in its worker."""
-    args = _args if _args is not None else parser().parse_args(["serve"])
-    if _args is None:
-        check(args)
-    return create_app(build(args))
+    return create_app(build(settings))
+
+
+def enroll(settings: EnrollSettings) -> int:
+    from attestation import kube
+
+    given = settings.fingerprint if isinstance(settings, EnrollFingerprintSettings) else None
+    try:
+        fingerprint = kube.enroll(api_client(settings.kubeconfig), settings.node, given)
+    except ValueError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 1
+    print(f"node {settings.node} enrolled with EK {fingerprint}")
+    return 0
+
+
+SERVICE = Service(
+    PROG,
+    commands={
+        "serve": Command(AuthoritySettings, app=create, help="run the authority"),
+        "approve": Command(EnrollSettings, run=enroll, help="enroll the EK that NODE's agent asked to register with"),
+        "enroll": Command(EnrollFingerprintSettings, run=enroll, help="enroll an EK certificate fingerprint for NODE"),
+    },
+    shared=ClusterSettings,
+    description=__doc__.splitlines()[0],
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    global _args
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = parser().parse_args(argv)
-    if args.command in ("approve", "enroll"):
-        from attestation import kube
-
-        try:
-            fingerprint = kube.enroll(api_client(args.kubeconfig), args.node, getattr(args, "fingerprint", None))
-        except ValueError as error:
-            print(f"{PROG}: {error}", file=sys.stderr)
-            return 1
-        print(f"node {args.node} enrolled with EK {fingerprint}")
-        return 0
-    try:
-        check(args)
-    except (ValueError, OSError, KeyConfigError) as error:
-        print(f"{PROG}: {error}", file=sys.stderr)
-        return 2
-    _args = args
-    serve(
-        f"{__name__}:create",
-        bind=args.bind,
-        certfile=args.tls_cert,
-        keyfile=args.tls_key,
-        client_ca=args.client_ca,
-        workers=1,
-        threads=args.threads,
-    )
-    return 0
+    return SERVICE.start(argv)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from factories import Issuer, node_object, pod_object, trust_policy  # tests/ on PYTHONPATH (Makefile)
 from flask import Flask, Response, request
 
-from factories import Issuer, node_object, pod_object, trust_policy  # tests/ on PYTHONPATH (Makefile)
-from trustgate.audit import AuditLog, JsonLinesSink
+from trustgate.audit.sinks import AuditLog, JsonLinesSink
 from trustgate.core.snapshot import Snapshot, StaticCluster
 from webhook.app import create_app
 from webhook.review import dumps, loads

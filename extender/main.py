@@ -1,10 +1,9 @@
 """`trustgate-extender`: the scheduler extender, served by gunicorn over TLS.
 
-Flags and `TRUSTGATE_*` variables are those of `trustgate.config` (issuers, keys, kubeconfig, TLS,
-client CA, workers, threads). The master process checks them and exits 2 on a bad configuration,
-before serving anything; each gunicorn worker then calls `create()`, which starts its own cluster
-cache (watch threads must not cross a fork) and serves the app over it. `/readyz` stays 503, and
-`/filter` answers with an `Error`, until that cache has synced.
+The master process checks the settings (`trustgate.settings.TrustSettings` and `ServingSettings`) and
+exits 2 on a bad configuration, before serving anything; each gunicorn worker then calls `create`,
+which starts its own cluster cache (watch threads must not cross a fork) and serves the app over it.
+`/readyz` stays 503, and `/filter` answers with an `Error`, until that cache has synced.
 
 One worker is enough and is recommended: kube-scheduler calls the extender one pod at a time, and
 a single worker keeps one cluster cache (one set of watches on the API server) and exact metrics.
@@ -15,20 +14,26 @@ from __future__ import annotations
 import gc
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from flask import Flask
 
 from extender.app import create_app
+from trustgate.cluster.api import api_client
 from trustgate.cluster.cache import ClusterCache
-from trustgate.inventory import api_client
-from trustgate.serving.server import run_service, service_settings
+from trustgate.settings import ServingSettings, TrustSettings
+from trustgate.startup import Command, Service
 
-PROG = "trustgate-extender"
 # Decoding a NodeList of 1,000 full Nodes allocates ~150,000 containers that live until the reply is
 # sent; with CPython's default thresholds (700, 10, 10) they trigger full collections that walk the
 # whole heap and put p99 at ~5x p50 (bench.filter: CPU p99 152 ms against p50 31 ms). Fewer, larger
 # young collections keep p99 close to p50 (35 ms) at the cost of a little memory.
 GC_THRESHOLDS = (20_000, 10, 10)
+
+
+@dataclass(frozen=True)
+class ExtenderSettings(TrustSettings, ServingSettings):
+    pass
 
 
 def tune_gc() -> None:
@@ -39,17 +44,20 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def create() -> Flask:
+def create(settings: ExtenderSettings) -> Flask:
     """The app factory gunicorn calls in each worker."""
-    settings = service_settings(PROG)
     cache = ClusterCache(api_client(settings.kubeconfig), settings.verifier()).start()
     app = create_app(cache)
     tune_gc()
     return app
 
 
+SERVICE = Service("trustgate-extender", Command(ExtenderSettings, app=create), description=__doc__.splitlines()[0])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_service(PROG, f"{__name__}:create", argv)
+    return SERVICE.start(argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,7 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.registry import Collector
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from trustgate.audit import DECISIONS, AuditLog, AuditRecord, format_rfc3339
+from trustgate.audit.record import DECISIONS, AuditRecord, format_rfc3339
+from trustgate.audit.sinks import AuditLog
 from trustgate.core.reasons import CATEGORIES, reason_category
 from trustgate.core.snapshot import ClusterView, Snapshot
 from webhook.decide import Decision, Violation, decide

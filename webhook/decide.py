@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from trustgate.audit import DECISION_AUDITED, DECISION_REJECTED, DECISION_WARNED
+from trustgate.audit.record import DECISION_AUDITED, DECISION_REJECTED, DECISION_WARNED
 from trustgate.core.policy import Enforcement, Failure, PolicyError, Verdict, pod_facts
 from trustgate.core.reasons import CACHE_NOT_READY, POD_NOT_FOUND
 from trustgate.core.snapshot import Snapshot

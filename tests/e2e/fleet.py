@@ -13,9 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from trustgate.core.keys import generate_private_key, load_private_key, thumbprint
+from trustgate.cluster.api import api_client
+from trustgate.cluster.reports import publish
+from trustgate.core.keys import generate_private_key, thumbprint
 from trustgate.core.signing import report_claims, sign_claims
-from trustgate.inventory import api_client, publish
+from trustgate.keyfiles import load_private_key
 
 # What kind of report a node gets, and what the decision should say about it.
 VALID = "valid"

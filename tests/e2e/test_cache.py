@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 from controlplane import cluster
+from factories import Issuer, boot_of, uuid_of
 from harness import binaries, eventually
 
-from factories import Issuer, boot_of, uuid_of
-from trustgate.cluster.cache import REPORTS, ClusterCache
+from trustgate.cluster.api import api_client
+from trustgate.cluster.cache import ClusterCache
+from trustgate.cluster.reports import publish
+from trustgate.cluster.resources import REPORTS
 from trustgate.core.node import NO_REPORT
-from trustgate.inventory import api_client, publish
 
 pytestmark = pytest.mark.e2e
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

@@ -21,7 +21,7 @@ from devstack import ISSUER, DevStack
 from fleet import BAD_SIGNATURE, COPIED, EXPIRED, LEVEL_FAILS, NO_REPORT, REBOOTED, VALID, Fleet
 from harness import eventually
 
-from trustgate.audit import read_records
+from trustgate.audit.reader import read_records
 
 pytestmark = pytest.mark.e2e
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from factories import Issuer, node_object
 from flask import Flask
 
 from extender.app import create_app
-from factories import Issuer, node_object
 from trustgate.core.snapshot import Snapshot, StaticCluster
 
 

@@ -8,6 +8,7 @@ import random
 
 import pytest
 from extender_support import NOW, World, names_args, nodes_args, trust_pod
+from factories import node_object, pod_object, trust_policy
 
 from extender.filter import (
     NodeIndex,
@@ -15,7 +16,6 @@ from extender.filter import (
     prioritize_nodes,
     requirement_of,
 )
-from factories import node_object, pod_object, trust_policy
 from trustgate.core.policy import pod_facts
 
 # --- prioritize ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from functools import cache
 from typing import Any
 
 from extender_support import NOW, World
+from factories import Issuer, node_object, pod_object, trust_policy
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -24,7 +25,6 @@ from prometheus_client import CollectorRegistry
 
 from extender.app import create_app
 from extender.wire import WireError, loads
-from factories import Issuer, node_object, pod_object, trust_policy
 from trustgate.core.policy import PolicyError, pod_facts
 from trustgate.core.snapshot import Snapshot, StaticCluster
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 from extender_support import NOW, World, names_args, nodes_args, trust_pod
+from factories import pod_object
 from prometheus_client import CollectorRegistry
 
 from extender.app import create_app
-from factories import pod_object
 from trustgate.core.snapshot import StaticCluster
 
 ERROR_KEYS = {"Nodes", "NodeNames", "FailedNodes", "FailedAndUnresolvableNodes", "Error"}

@@ -8,9 +8,10 @@ apiserver is back is never admitted on a stale cache).
 from __future__ import annotations
 
 import pytest
-
 from factories import Issuer, node_object
-from trustgate.cluster.cache import NODES, REPORTS, Backoff, ClusterCache
+
+from trustgate.cluster.cache import Backoff, ClusterCache
+from trustgate.cluster.resources import NODES, REPORTS
 
 
 @pytest.fixture

@@ -13,21 +13,12 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from trustgate import cli as cli_module
-from trustgate.audit import (
-    EVENT_REASON,
-    RECORD_ANNOTATION,
-    AuditLog,
-    AuditRecord,
-    EventSink,
-    JsonLinesSink,
-    format_rfc3339,
-    format_table,
-    read_records,
-    record_from_event,
-    records_from_events,
-)
-from trustgate.cli import build_parser, main
+import trustgate.cli.main as cli_module
+from trustgate.audit.reader import read_records, record_from_event, records_from_events
+from trustgate.audit.record import EVENT_REASON, RECORD_ANNOTATION, AuditRecord, format_rfc3339
+from trustgate.audit.sinks import AuditLog, EventSink, JsonLinesSink
+from trustgate.cli.main import build_parser, main
+from trustgate.cli.tables import audit_table
 
 T0 = 1_795_000_000.0
 
@@ -185,7 +176,7 @@ def test_read_records_newest_first_with_filters(tmp_path: Path) -> None:
 
 
 def test_format_table() -> None:
-    table = format_table([make(pod="web"), make(pod="", namespace="ns", decision="warned", reasons=["a", "b"])])
+    table = audit_table([make(pod="web"), make(pod="", namespace="ns", decision="warned", reasons=["a", "b"])])
     lines = table.splitlines()
     assert lines[0].split() == ["TIME", "DECISION", "POD", "NODE", "POLICY", "USER", "REASONS"]
     assert "2026-11-18T11:06:40Z" in lines[1] and "default/web" in lines[1] and "rejected" in lines[1]

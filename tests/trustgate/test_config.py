@@ -1,6 +1,6 @@
 """Configuration and key errors: each is a clear message at start and exit code 2, never a server.
 
-`trustgate.config` is checked directly for every case, and the real entry points
+`trustgate.settings` is checked directly for every case, and the real entry points
 (`trustgate-extender`, `trustgate-webhook`, `trustgate-labeler`) are run as processes for the
 errors an operator meets most: missing or unreadable JWKS, a JWKS with no usable key, an empty
 issuer list, a certificate that does not match its key, missing TLS files. A good configuration
@@ -25,8 +25,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from trustgate.config import ConfigError, parse_settings
+from extender.main import ExtenderSettings
+from labeler.main import LabelerSettings
 from trustgate.core.keys import generate_private_key, jwks_for, private_key_pem
+from trustgate.settings import ConfigError
 
 BIN = Path(sys.executable).parent
 ISSUER = "https://aias.example"
@@ -137,6 +139,11 @@ CASES = [
 ]
 
 
+def parse_settings(args: list[str], serving: bool) -> ExtenderSettings | LabelerSettings:
+    """The settings of a serving service (the extender's) or of one that only verifies (the labeler's)."""
+    return (ExtenderSettings if serving else LabelerSettings).parse(args, "trustgate-test")
+
+
 def resolve(files: dict[str, Path], changes: dict[str, str | None], serving: bool) -> dict[str, str | None]:
     args: dict[str, str | None] = dict(good_args(files, serving))
     for flag, value in changes.items():
@@ -152,14 +159,15 @@ def expected(files: dict[str, Path], words: str) -> str:
 def test_each_configuration_error_is_refused_with_a_clear_message(files, case, serving_only, changes, words) -> None:
     for serving in (True,) if serving_only else (True, False):
         with pytest.raises(ConfigError) as error:
-            parse_settings(argv(resolve(files, changes, serving)), "trustgate-test", serving=serving)
+            parse_settings(argv(resolve(files, changes, serving)), serving)
         assert expected(files, words) in str(error.value)
 
 
 def test_the_good_configuration_passes(files: dict[str, Path]) -> None:
-    settings = parse_settings(argv(good_args(files)), "trustgate-test")
+    settings = parse_settings(argv(good_args(files)), serving=True)
+    assert isinstance(settings, ExtenderSettings)
     assert settings.issuers == (ISSUER,) and settings.tls_cert == str(files["cert"])
-    parse_settings(argv(good_args(files, serving=False)), "trustgate-test", serving=False)
+    parse_settings(argv(good_args(files, serving=False)), serving=False)
 
 
 # --- the real entry points ---------------------------------------------------------------------------

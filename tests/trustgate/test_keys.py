@@ -22,10 +22,10 @@ from trustgate.core.keys import (
     jwks_for,
     key_from_pem,
     keys_from_jwks,
-    load_private_key,
     private_key_pem,
     thumbprint,
 )
+from trustgate.keyfiles import load_keys, load_private_key
 
 # RFC 7638, section 3.1: the example RSA key and its SHA-256 JWK thumbprint.
 RFC7638_N = (
@@ -78,7 +78,7 @@ def test_a_pem_key_kid_is_its_rfc7638_thumbprint(tmp_path) -> None:
     pem = tmp_path / "aias.pem"
     pem.write_bytes(pem_of(rfc7638_key()))
 
-    (key,) = KeySet.load(pem_paths=[pem])
+    (key,) = load_keys(pem_paths=[pem])
 
     assert key.kid == RFC7638_THUMBPRINT
     assert key.algorithms == ALL_RSA
@@ -149,7 +149,7 @@ def test_keys_for_encryption_are_left_out_of_the_set() -> None:
 def test_keys_loaded_with_issuers_are_scoped_to_them(tmp_path) -> None:
     jwks = write_json(tmp_path / "jwks.json", {"keys": [public_jwk(rsa_key().public_key())]})
 
-    (key,) = KeySet.load(jwks_paths=[jwks], issuers=["https://aias.example"])
+    (key,) = load_keys(jwks_paths=[jwks], issuers=["https://aias.example"])
 
     assert key.issuers == frozenset({"https://aias.example"})
 
@@ -170,23 +170,23 @@ def test_a_missing_key_file_is_a_config_error_naming_it(tmp_path) -> None:
     missing = tmp_path / "nope.json"
 
     assert (
-        config_error(KeySet.load, jwks_paths=[missing]) == f"cannot read key file {missing}: No such file or directory"
+        config_error(load_keys, jwks_paths=[missing]) == f"cannot read key file {missing}: No such file or directory"
     )
-    assert config_error(KeySet.load, pem_paths=[missing]).startswith(f"cannot read key file {missing}")
+    assert config_error(load_keys, pem_paths=[missing]).startswith(f"cannot read key file {missing}")
 
 
 def test_a_jwks_file_that_is_not_json_is_a_config_error(tmp_path) -> None:
     path = tmp_path / "jwks.json"
     path.write_text("keys: [] # yaml, not json")
 
-    assert config_error(KeySet.load, jwks_paths=[path]).startswith(f"{path}: not valid JSON (")
+    assert config_error(load_keys, jwks_paths=[path]).startswith(f"{path}: not valid JSON (")
 
 
 @pytest.mark.parametrize("document", [[], {"keys": {}}, {"key": []}, "keys"])
 def test_json_that_is_not_a_jwks_is_a_config_error(tmp_path, document) -> None:
     path = write_json(tmp_path / "jwks.json", document)
 
-    assert config_error(KeySet.load, jwks_paths=[path]) == (
+    assert config_error(load_keys, jwks_paths=[path]) == (
         f"{path}: not a JWKS (expected an object with a 'keys' list)"
     )
 
@@ -199,11 +199,11 @@ def test_json_that_is_not_a_jwks_is_a_config_error(tmp_path, document) -> None:
 def test_a_jwks_without_a_usable_signing_key_is_a_config_error(tmp_path, document) -> None:
     path = write_json(tmp_path / "jwks.json", document)
 
-    assert config_error(KeySet.load, jwks_paths=[path]).startswith("no usable verification key")
+    assert config_error(load_keys, jwks_paths=[path]).startswith("no usable verification key")
 
 
 def test_no_key_files_at_all_is_a_config_error() -> None:
-    assert config_error(KeySet.load).startswith("no usable verification key")
+    assert config_error(load_keys).startswith("no usable verification key")
 
 
 @pytest.mark.parametrize(
@@ -222,7 +222,7 @@ def test_private_key_material_in_a_jwks_is_refused(tmp_path, private) -> None:
     jwk = dict(loader.to_jwk(key, as_dict=True)) | {"kid": "leaked"}
     path = write_json(tmp_path / "jwks.json", {"keys": [jwk]})
 
-    assert config_error(KeySet.load, jwks_paths=[path]) == (
+    assert config_error(load_keys, jwks_paths=[path]) == (
         f"{path}: key #0 (kid leaked) contains private key material; publish only public keys"
     )
 

@@ -7,11 +7,11 @@ import time
 from collections.abc import Callable
 
 import pytest
-
 from factories import Issuer, node_object
+
+from labeler.controller import LabelController, label_patch, next_change
 from trustgate.core.labels import TRUSTED_LABEL
 from trustgate.core.snapshot import Snapshot
-from trustgate.labeler import LabelController, label_patch, next_change
 
 
 @pytest.fixture(scope="module")

@@ -25,10 +25,10 @@ from craft import (
 )
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from factories import ISSUER, Issuer
 from jwt.algorithms import get_default_algorithms
 
 import trustgate.core.report as report_module
-from factories import ISSUER, Issuer
 from trustgate.core.keys import KeySet, VerificationKey, algorithms_for, jwks_for, key_from_pem, keys_from_jwks
 from trustgate.core.report import (
     LEVELS,
@@ -40,6 +40,7 @@ from trustgate.core.report import (
     VerifierSettings,
     format_time,
 )
+from trustgate.keyfiles import load_keys
 
 ALL_ALGORITHMS = ("ES256", "ES384", "PS256", "PS384", "RS256", "RS384", "EdDSA")
 
@@ -114,7 +115,7 @@ def test_a_pem_key_verifies_reports_under_its_thumbprint_kid(tmp_path) -> None:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
-    verifier = ReportVerifier(KeySet.load(pem_paths=[pem]), VerifierSettings(issuers=frozenset({ISSUER})))
+    verifier = ReportVerifier(load_keys(pem_paths=[pem]), VerifierSettings(issuers=frozenset({ISSUER})))
 
     assert verifier.verify(issuer.token("n1", now=NOW)).kid == kid_of(issuer.key)
 
@@ -305,7 +306,7 @@ def test_a_critical_header_extension_is_rejected(issuer: Issuer, verifier) -> No
 def test_a_key_scoped_to_other_issuers_may_not_sign_for_this_one(tmp_path, issuer: Issuer, scope, accepted) -> None:
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps(issuer.jwks))
-    keys = KeySet.load(jwks_paths=[jwks], issuers=scope)
+    keys = load_keys(jwks_paths=[jwks], issuers=scope)
     verifier = ReportVerifier(keys, VerifierSettings(issuers=frozenset({ISSUER, "https://other.example"})))
     token = issuer.token("n1", now=NOW)
 

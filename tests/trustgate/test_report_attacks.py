@@ -35,9 +35,9 @@ from craft import (
 )
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from factories import ISSUER, Issuer, boot_of, uuid_of
 from jwt.algorithms import get_default_algorithms
 
-from factories import ISSUER, Issuer, boot_of, uuid_of
 from trustgate.core.keys import KeySet, VerificationKey, algorithms_for, jwks_for, keys_from_jwks
 from trustgate.core.node import assess
 from trustgate.core.report import (
@@ -183,7 +183,7 @@ def rotated_out() -> Case:
 def scoped_to_other_issuer(via_load: bool) -> Case:
     """Two trusted issuers, each key scoped to its own: the other issuer's key forges a report for ISSUER."""
     mine, theirs = es(), Issuer("EdDSA", name=OTHER_ISSUER)
-    if via_load:  # the same scoping KeySet.load applies to a JWKS file
+    if via_load:  # the same scoping load_keys applies to a JWKS file
         keys = [
             *keys_from_jwks(mine.jwks, issuers=frozenset({ISSUER})),
             *keys_from_jwks(theirs.jwks, issuers=frozenset({OTHER_ISSUER})),

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from factories import Issuer, node_object, trust_policy
+
 from trustgate.core.snapshot import Snapshot
 
 SCHEDULER = {

@@ -18,6 +18,7 @@ from functools import cache
 from typing import Any
 
 import pytest
+from factories import Issuer, pod_object
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -39,8 +40,7 @@ from reviews import (
     snapshot,
 )
 
-from factories import Issuer, pod_object
-from trustgate.audit import AuditLog
+from trustgate.audit.sinks import AuditLog
 from trustgate.core.policy import pod_facts
 from trustgate.core.snapshot import Snapshot, StaticCluster
 from webhook.app import create_app

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from factories import Issuer, pod_object
 from reviews import (
     AUDIT_POLICY,
     ENCRYPTED_POLICY,
@@ -24,8 +25,8 @@ from reviews import (
     snapshot,
 )
 
-from factories import Issuer, pod_object
-from trustgate.audit import AuditLog, JsonLinesSink, read_records
+from trustgate.audit.reader import read_records
+from trustgate.audit.sinks import AuditLog, JsonLinesSink
 from trustgate.core.snapshot import Snapshot, StaticCluster
 from webhook.app import create_app
 

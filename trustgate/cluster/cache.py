@@ -26,6 +26,8 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from trustgate.cluster.api import get_object, get_raw, list_objects
+from trustgate.cluster.resources import NAMESPACES, NODES, PODS, POLICIES, REPORTS, Resource
 from trustgate.core.node import NodeTrust, assess, node_identity, node_labels
 from trustgate.core.policy import TrustPolicy
 from trustgate.core.report import NodeIdentity, ReportVerifier
@@ -33,57 +35,7 @@ from trustgate.core.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
-GROUP_VERSION = "trustgate.dev/v1alpha1"
 WATCH_SECONDS = 240
-LIST_PAGE = 500
-
-
-@dataclass(frozen=True)
-class Resource:
-    kind: str
-    path: str
-
-    def key(self, obj: Mapping[str, Any]) -> str:
-        metadata = obj.get("metadata") or {}
-        namespace = metadata.get("namespace")
-        return f"{namespace}/{metadata.get('name')}" if namespace else str(metadata.get("name"))
-
-
-NODES = Resource("Node", "/api/v1/nodes")
-NAMESPACES = Resource("Namespace", "/api/v1/namespaces")
-REPORTS = Resource("NodeTrustReport", f"/apis/{GROUP_VERSION}/nodetrustreports")
-POLICIES = Resource("TrustPolicy", f"/apis/{GROUP_VERSION}/trustpolicies")
-PODS = Resource("Pod", "/api/v1/pods")
-
-
-def _get(api: ApiClient, path: str, query: list[tuple[str, Any]], timeout: float) -> Any:
-    """GET `path` as raw JSON; returns the streaming urllib3 response, raises ApiException unless 2xx."""
-    method, url, headers, body, post_params = api.param_serialize(
-        "GET", path, query_params=query, header_params={"Accept": "application/json"}, auth_settings=["BearerToken"]
-    )
-    response = api.call_api(method, url, headers, body, post_params, _request_timeout=(5, timeout))
-    if not 200 <= response.status < 300:
-        raise ApiException(status=response.status, reason=response.reason, body=response.read())
-    return response.response
-
-
-def list_objects(api: ApiClient, resource: Resource) -> tuple[list[dict[str, Any]], str]:
-    """Every object of `resource` as plain JSON, page by page, and the list's resourceVersion."""
-    items: list[dict[str, Any]] = []
-    token = None
-    while True:
-        query: list[tuple[str, Any]] = [("limit", LIST_PAGE)] + ([("continue", token)] if token else [])
-        try:
-            page = json.loads(_get(api, resource.path, query, 60).data)
-        except ApiException as error:
-            if error.status == 410:
-                items, token = [], None  # the continue token expired mid-list: start over
-                continue
-            raise
-        items.extend(page.get("items") or [])
-        token = (page.get("metadata") or {}).get("continue")
-        if not token:
-            return items, page["metadata"]["resourceVersion"]
 
 
 class Gone(Exception):
@@ -155,7 +107,7 @@ class Reflector(threading.Thread):
             response.shutdown()  # unblocks a read in progress in the reflector's thread (urllib3 >= 2.3)
 
     def _get(self, query: list[tuple[str, Any]], timeout: float) -> Any:
-        return _get(self.api, self.resource.path, query, timeout)
+        return get_raw(self.api, self.resource.path, query, timeout)
 
     def _list(self) -> tuple[list[dict[str, Any]], str]:
         return list_objects(self.api, self.resource)
@@ -271,13 +223,7 @@ class ClusterCache:
             return self._snapshot
 
     def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        try:
-            response = _get(self.api, f"/api/v1/namespaces/{namespace}/pods/{name}", [], 3)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        return json.loads(response.data)
+        return get_object(self.api, f"/api/v1/namespaces/{namespace}/pods/{name}")
 
     # --- store updates -------------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -68,22 +67,6 @@ class KeySet:
 
     def __iter__(self):
         return iter(self._by_kid.values())
-
-    @classmethod
-    def load(
-        cls,
-        jwks_paths: Iterable[str | Path] = (),
-        pem_paths: Iterable[str | Path] = (),
-        issuers: Iterable[str] | None = None,
-    ) -> KeySet:
-        """Load every key of the given JWKS and PEM files, optionally scoped to `issuers`."""
-        scope = frozenset(issuers) if issuers is not None else None
-        keys: list[VerificationKey] = []
-        for path in jwks_paths:
-            keys.extend(keys_from_jwks(_read_json(path), source=str(path), issuers=scope))
-        for path in pem_paths:
-            keys.append(key_from_pem(_read_bytes(path), source=str(path), issuers=scope))
-        return cls(keys)
 
     def merged(self, other: KeySet) -> KeySet:
         return KeySet([*self, *other])
@@ -208,11 +191,11 @@ def private_key_pem(key: PrivateKey) -> bytes:
     )
 
 
-def load_private_key(path: str | Path) -> PrivateKey:
+def private_key_from_pem(data: bytes, source: str = "PEM") -> PrivateKey:
     try:
-        key = serialization.load_pem_private_key(_read_bytes(path), password=None)
+        key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
-        raise KeyConfigError(f"{path}: not an unencrypted PEM private key ({exc})") from None
+        raise KeyConfigError(f"{source}: not an unencrypted PEM private key ({exc})") from None
     return key  # type: ignore[return-value]
 
 
@@ -227,17 +210,3 @@ def default_algorithm(key: PrivateKey) -> str:
 def jwks_for(key: PublicKey, alg: str) -> dict[str, Any]:
     jwk = public_jwk(key) | {"kid": thumbprint(key), "alg": alg, "use": "sig"}
     return {"keys": [jwk]}
-
-
-def _read_bytes(path: str | Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise KeyConfigError(f"cannot read key file {path}: {exc.strerror}") from None
-
-
-def _read_json(path: str | Path) -> Any:
-    try:
-        return json.loads(_read_bytes(path))
-    except ValueError as exc:
-        raise KeyConfigError(f"{path}: not valid JSON ({exc})") from None

@@ -1,6 +1,7 @@
 """Serving a Flask (WSGI) app under gunicorn over TLS, for the extender and the webhook.
 
-    serve("extender.main:create", bind="0.0.0.0:8443", certfile=..., keyfile=..., client_ca=...)
+    serve(create_app, bind="0.0.0.0:8443", certfile=..., keyfile=..., client_ca=...)
+    python -m trustgate.serving.server module:factory --bind ... --certfile ... --keyfile ...
 
 - TLS 1.2 minimum, ECDHE key exchange with AES-GCM or ChaCha20-Poly1305 only (TLS 1.3 suites are
   all AEAD), no compression or renegotiation, HTTP/1.1 only (no h2 via ALPN). With `client_ca`,
@@ -28,15 +29,12 @@ import errno
 import importlib
 import logging
 import ssl
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.config import Config
-
-from trustgate.config import ConfigError, Settings, parse_settings
 
 log = logging.getLogger(__name__)
 
@@ -242,12 +240,11 @@ def load_factory(app_factory_path: str) -> Callable[[], Any]:
 
 
 class FactoryApplication(BaseApplication):
-    """gunicorn running the WSGI app returned by `module:function()`, built in each worker."""
+    """gunicorn running the WSGI app that `factory()` returns, built in each worker after the fork."""
 
-    def __init__(self, app_factory_path: str, settings: dict[str, Any]) -> None:
-        self.app_factory_path = app_factory_path
+    def __init__(self, factory: Callable[[], Any], settings: dict[str, Any]) -> None:
+        self.factory = factory
         self.settings = settings
-        load_factory(app_factory_path)  # fail fast in the master on a bad path (importing only)
         super().__init__()
 
     def load_config(self) -> None:
@@ -258,11 +255,11 @@ class FactoryApplication(BaseApplication):
             self.cfg.set(name, value)
 
     def load(self) -> Any:
-        return load_factory(self.app_factory_path)()
+        return self.factory()
 
 
 def serve(
-    app_factory_path: str,
+    factory: Callable[[], Any],
     bind: str,
     certfile: str,
     keyfile: str,
@@ -273,39 +270,7 @@ def serve(
 ) -> None:
     """Run gunicorn over TLS until it is stopped (SIGTERM: graceful)."""
     settings = gunicorn_settings(bind, certfile, keyfile, client_ca, workers, threads, **overrides)
-    FactoryApplication(app_factory_path, settings).run()
-
-
-_service_settings: dict[str, Settings] = {}  # set by run_service in the master, inherited by workers
-
-
-def service_settings(prog: str) -> Settings:
-    """In a worker: the settings `run_service` checked in the master (else from `TRUSTGATE_*` alone)."""
-    found = _service_settings.get(prog)
-    return found if found is not None else parse_settings([], prog)
-
-
-def run_service(prog: str, app_factory_path: str, argv: Sequence[str] | None = None) -> int:
-    """A service's entry point: check the configuration in the master (exit 2 with a message when it
-    cannot work, before serving anything), then serve `app_factory_path` in gunicorn workers."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        settings = parse_settings(argv, prog)
-    except ConfigError as error:
-        print(f"{prog}: {error}", file=sys.stderr)
-        return 2
-    _service_settings[prog] = settings
-    assert settings.tls_cert is not None and settings.tls_key is not None  # checked by parse_settings
-    serve(
-        app_factory_path,
-        bind=settings.bind,
-        certfile=settings.tls_cert,
-        keyfile=settings.tls_key,
-        client_ca=settings.client_ca,
-        workers=settings.workers,
-        threads=settings.threads,
-    )
-    return 0
+    FactoryApplication(factory, settings).run()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -327,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--access-log", help="access log file, - for stderr")
     args = parser.parse_args(argv)
     serve(
-        args.app,
+        load_factory(args.app),
         bind=args.bind,
         certfile=args.certfile,
         keyfile=args.keyfile,

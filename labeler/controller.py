@@ -8,24 +8,18 @@ of a `coordination.k8s.io` Lease writes, and it patches only `trustgate.dev/trus
 
 from __future__ import annotations
 
-import argparse
 import heapq
 import logging
-import os
-import signal
-import socket
-import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.leaderelection import electionconfig, leaderelection
 from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 
 from trustgate.cluster.cache import ClusterCache
-from trustgate.config import ConfigError, add_arguments, settings_from_args
 from trustgate.core.labels import desired_labels, is_trust_label
 from trustgate.core.node import NodeTrust
 from trustgate.core.policy import ALL_LEVELS
@@ -139,10 +133,11 @@ class LabelController:
                 heapq.heappush(self._timers, (due, name))
 
 
-def run_leader_election(controller: LabelController, namespace: str, identity: str) -> None:
+def run_leader_election(controller: LabelController, namespace: str, identity: str, api: client.ApiClient) -> None:
     """Campaign for the Lease forever; `LeaderElection.run` returns when leadership is lost."""
     while True:
         lock = LeaseLock(LEASE_NAME, namespace, identity)
+        lock.api_instance = client.CoordinationV1Api(api)  # the service's client, not the global default
         election = electionconfig.Config(
             lock,
             lease_duration=15,
@@ -152,31 +147,3 @@ def run_leader_election(controller: LabelController, namespace: str, identity: s
             onstopped_leading=controller.stop_leading,
         )
         leaderelection.LeaderElection(election).run()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="trustgate-labeler", description=__doc__.splitlines()[0])
-    add_arguments(parser, serving=False)
-    parser.add_argument("--identity", default=os.environ.get("POD_NAME") or socket.gethostname())
-    args = parser.parse_args(argv)
-    try:
-        settings = settings_from_args(args)
-        settings.check(serving=False)
-    except ConfigError as error:
-        print(f"trustgate-labeler: {error}", file=sys.stderr)
-        return 2
-    if settings.kubeconfig:
-        config.load_kube_config(settings.kubeconfig)
-    else:
-        config.load_incluster_config()
-    cache = ClusterCache(client.ApiClient(), settings.verifier()).start()
-    core = client.CoreV1Api()
-    controller = LabelController(cache, lambda name, body: core.patch_node(name, body))
-    threading.Thread(
-        target=run_leader_election, args=(controller, settings.namespace, args.identity), daemon=True
-    ).start()
-    signal.signal(signal.SIGTERM, lambda *_: controller.stop())
-    controller.run()
-    cache.stop()
-    return 0

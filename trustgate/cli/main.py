@@ -14,18 +14,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from trustgate.audit import DECISIONS, format_table, read_records, records_from_events
+from trustgate.audit.reader import read_records, records_from_events
+from trustgate.audit.record import DECISIONS
+from trustgate.cli.tables import NODE_HEADERS, audit_table, format_table, node_row
 from trustgate.core.keys import (
     KEYGEN_ALGORITHMS,
     KeyConfigError,
-    KeySet,
     generate_private_key,
     jwks_for,
-    load_private_key,
     private_key_pem,
 )
-from trustgate.core.report import LEVELS, NodeIdentity, ReportError, ReportVerifier, VerifierSettings, decode_unverified
+from trustgate.core.report import LEVELS, NodeIdentity, ReportError, ReportVerifier, decode_unverified
 from trustgate.core.signing import report_claims, sign_claims
+from trustgate.keyfiles import load_private_key
+from trustgate.settings import ConfigError, TrustSettings
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
@@ -129,18 +131,23 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _verifier(args: argparse.Namespace) -> ReportVerifier:
-    keys = KeySet.load(args.jwks or (), args.pem or ())
-    return ReportVerifier(
-        keys,
-        VerifierSettings(
-            issuers=frozenset(args.issuer), skew_seconds=args.skew, max_lifetime_seconds=args.max_lifetime
-        ),
+    settings = TrustSettings(
+        issuers=tuple(args.issuer),
+        jwks=tuple(args.jwks or ()),
+        pem=tuple(args.pem or ()),
+        skew_seconds=args.skew,
+        max_lifetime_seconds=args.max_lifetime,
     )
+    try:
+        return settings.verifier()
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
 
 
 # The cluster commands import the kubernetes client lazily: keygen, sign and verify start fast without it.
 def cmd_publish(args: argparse.Namespace) -> int:
-    from trustgate.inventory import api_client, publish
+    from trustgate.cluster.api import api_client
+    from trustgate.cluster.reports import publish
 
     try:
         token = _read_token(args.token)
@@ -152,22 +159,24 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
-    from trustgate.inventory import NODE_HEADERS, api_client, cluster_rows
-    from trustgate.table import format_table as table
+    from trustgate.cluster.api import api_client
+    from trustgate.cluster.reports import read_snapshot
 
-    rows = cluster_rows(api_client(args.kubeconfig), _verifier(args))
+    snapshot = read_snapshot(api_client(args.kubeconfig), _verifier(args))
+    now = time.time()
+    rows = [node_row(trust, now, snapshot.skew) for trust in sorted(snapshot.nodes.values(), key=lambda t: t.name)]
     if args.json:
         for row in rows:
             print(json.dumps(row.__dict__ | {"failing_levels": list(row.failing_levels)}, sort_keys=True))
     else:
-        print(table(NODE_HEADERS, [row.cells() for row in rows]))
+        print(format_table(NODE_HEADERS, [row.cells() for row in rows]))
     return EXIT_OK if all(row.trusted for row in rows) or not args.fail_untrusted else EXIT_REJECTED
 
 
 def _events_api(kubeconfig: str | None) -> Any:
     from kubernetes import client
 
-    from trustgate.inventory import api_client
+    from trustgate.cluster.api import api_client
 
     return client.CoreV1Api(api_client(kubeconfig))
 
@@ -188,7 +197,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         for record in records:
             print(record.to_json())
     elif records:
-        print(format_table(records))
+        print(audit_table(records))
     else:
         print("no audit records match", file=sys.stderr)
     return EXIT_OK

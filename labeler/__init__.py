@@ -1,0 +1,1 @@
+"""The label controller: mirrors verified node trust into the node labels trustgate owns."""

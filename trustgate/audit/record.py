@@ -1,0 +1,87 @@
+"""An audit record: one rejection or policy violation, as JSON, and where records live in the cluster.
+
+Pure data: no I/O. The sinks (`trustgate.audit.sinks`) write records; `trustgate.audit.reader`
+reads them back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any
+
+DECISION_REJECTED = "rejected"
+DECISION_WARNED = "warned"
+DECISION_AUDITED = "audited"
+DECISIONS = (DECISION_REJECTED, DECISION_WARNED, DECISION_AUDITED)
+
+EVENT_REASON = "TrustPolicyViolation"
+RECORD_ANNOTATION = "trustgate.dev/audit-record"
+
+
+def format_rfc3339(timestamp: float) -> str:
+    """`2026-11-26T10:00:00.123Z` (UTC, milliseconds)."""
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_rfc3339(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One rejection or policy violation. `time` is RFC 3339 UTC; dry runs are never recorded."""
+
+    time: str
+    uid: str
+    operation: str
+    namespace: str
+    pod: str
+    node: str
+    user: str
+    policy: str
+    enforcement: str
+    decision: str  # rejected | warned | audited
+    reasons: list[str] = field(default_factory=list)
+    pod_uid: str = ""  # the pod's uid when it exists (Events point at the pod then)
+
+    @property
+    def timestamp(self) -> float:
+        try:
+            return parse_rfc3339(self.time)
+        except ValueError:
+            return 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AuditRecord:
+        """A record from its JSON form; raises ValueError when it is not one."""
+        if not isinstance(data, Mapping):
+            raise ValueError("audit record must be a JSON object")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            value = data.get(f.name)
+            if f.name == "reasons":
+                if value is None:
+                    value = []
+                if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
+                    raise ValueError("audit record reasons must be a list of strings")
+                values[f.name] = list(value)
+            elif value is None:
+                if f.name in ("time", "decision"):
+                    raise ValueError(f"audit record has no {f.name}")
+                values[f.name] = ""
+            elif isinstance(value, str):
+                values[f.name] = value
+            else:
+                raise ValueError(f"audit record {f.name} must be a string")
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, line: str) -> AuditRecord:
+        return cls.from_dict(json.loads(line))

@@ -1,0 +1,1 @@
+"""`trustctl`, the command line."""

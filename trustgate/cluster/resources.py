@@ -1,0 +1,36 @@
+"""The API resources trustgate reads and writes: one definition of its group, version and plurals."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+GROUP = "trustgate.dev"
+VERSION = "v1alpha1"
+GROUP_VERSION = f"{GROUP}/{VERSION}"
+
+REPORTS_PLURAL = "nodetrustreports"
+POLICIES_PLURAL = "trustpolicies"
+FLAVORS_PLURAL = "trustflavors"
+AGENTS_PLURAL = "attestedagents"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A listable, watchable collection: its kind and its API path."""
+
+    kind: str
+    path: str
+
+    def key(self, obj: Mapping[str, Any]) -> str:
+        metadata = obj.get("metadata") or {}
+        namespace = metadata.get("namespace")
+        return f"{namespace}/{metadata.get('name')}" if namespace else str(metadata.get("name"))
+
+
+NODES = Resource("Node", "/api/v1/nodes")
+NAMESPACES = Resource("Namespace", "/api/v1/namespaces")
+PODS = Resource("Pod", "/api/v1/pods")
+REPORTS = Resource("NodeTrustReport", f"/apis/{GROUP_VERSION}/{REPORTS_PLURAL}")
+POLICIES = Resource("TrustPolicy", f"/apis/{GROUP_VERSION}/{POLICIES_PLURAL}")
