@@ -24,14 +24,12 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     PlatformCollector,
     ProcessCollector,
-    generate_latest,
 )
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, UnsupportedMediaType
 
@@ -40,7 +38,7 @@ from extender.filter import (
     MalformedNode,
     NodeIndex,
     PrioritizeOutcome,
-    categorize,
+    count_codes,
     filter_nodes,
     prioritize_nodes,
 )
@@ -52,13 +50,16 @@ from extender.wire import (
     encode_filter_result,
     encode_priorities,
 )
+from trustgate.core.reasons import Code, Reason
 from trustgate.core.snapshot import ClusterView, Snapshot
+from trustgate.serving.probes import add_probes, cache_not_ready
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 JSON = "application/json"
 _VERBS = frozenset({"filter", "prioritize", "healthz", "readyz", "metrics"})
+_ERROR_KINDS = {Code.NOT_READY: "not_synced", Code.POLICY_INVALID: "invalid_pod"}
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -91,7 +92,7 @@ class _Metrics:
         )
         self.failed = Counter(
             "trustgate_extender_nodes_failed",
-            "Candidate nodes removed for a trust-requiring pod, by the category of their first reason.",
+            "Candidate nodes removed for a trust-requiring pod, by the code of their first reason.",
             ["reason"],
             registry=registry,
         )
@@ -122,6 +123,7 @@ def create_app(
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
     metrics = _Metrics(registry, cluster)
+    add_probes(app, registry, cache_not_ready(lambda: cluster.snapshot().synced))
     index = NodeIndex()  # per-node facts kept across requests (see extender.filter)
 
     def read_args() -> Any:
@@ -153,46 +155,33 @@ def create_app(
         args = read_args()
         snapshot = cluster.snapshot()
         body, outcome = filter_request(snapshot, args, clock(), index)
-        if outcome.error:
-            kind = "invalid_pod" if snapshot.synced else "not_synced"
-            metrics.errors.labels("filter", kind).inc()
-            log.warning("filter error for pod %s: %s", _pod_name(args.pod), outcome.error)
+        if outcome.error is not None:
+            metrics.errors.labels("filter", _ERROR_KINDS.get(outcome.error.code, "internal")).inc()
+            log.warning("filter error for pod %s: %s", _pod_name(args.pod), outcome.error.message)
         else:
             metrics.pods.labels("true" if outcome.requires_trust else "false").inc()
-            for category, count in categorize(outcome.failed).items():
-                metrics.failed.labels(category).inc(count)
+            for code, count in count_codes(outcome.failed).items():
+                metrics.failed.labels(code).inc(count)
         return reply(body)
 
     @app.post("/prioritize", endpoint="prioritize", provide_automatic_options=False)
     def prioritize_view() -> Response:
         args = read_args()
         body, outcome = prioritize_request(cluster.snapshot(), args, clock(), index)
-        if outcome.error:
-            log.info("prioritize gives no preference for pod %s: %s", _pod_name(args.pod), outcome.error)
+        if outcome.error is not None:
+            log.info("prioritize gives no preference for pod %s: %s", _pod_name(args.pod), outcome.error.message)
         return reply(body)
-
-    @app.get("/healthz", endpoint="healthz", provide_automatic_options=False)
-    def healthz() -> Response:
-        return Response("ok\n", mimetype="text/plain")
-
-    @app.get("/readyz", endpoint="readyz", provide_automatic_options=False)
-    def readyz() -> Response:
-        if cluster.snapshot().synced:
-            return Response("ready\n", mimetype="text/plain")
-        return Response("trust report cache not synced\n", status=503, mimetype="text/plain")
-
-    @app.get("/metrics", endpoint="metrics", provide_automatic_options=False)
-    def metrics_view() -> Response:
-        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
     @app.errorhandler(WireError)
     @app.errorhandler(MalformedNode)
     def bad_request(error: ValueError) -> Response:
-        return reply(encode_error(f"trustgate: bad request: {error}"), 400)
+        return reply(encode_error(Reason(Code.BAD_REQUEST, f"bad request: {error}")), 400)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
-        response = reply(encode_error(f"trustgate: {error.name}: {error.description}"), error.code or 500)
+        response = reply(
+            encode_error(Reason(Code.BAD_REQUEST, f"{error.name}: {error.description}")), error.code or 500
+        )
         if isinstance(error, MethodNotAllowed) and error.valid_methods:
             response.headers["Allow"] = ", ".join(error.valid_methods)
         return response
@@ -200,7 +189,7 @@ def create_app(
     @app.errorhandler(Exception)
     def internal_error(error: Exception) -> Response:
         log.exception("unexpected error serving %s %s", request.method, request.path)
-        return reply(encode_error("trustgate: internal error (see the extender's log)"), 500)
+        return reply(encode_error(Reason(Code.INTERNAL, "internal error (see the extender's log)")), 500)
 
     return app
 

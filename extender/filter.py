@@ -20,13 +20,17 @@ from typing import Any
 
 from extender.wire import MAX_PRIORITY
 from trustgate.core.labels import is_trust_label
-from trustgate.core.node import NO_REPORT, NodeTrust
-from trustgate.core.policy import PolicyError, TrustRequirement, pod_facts
-from trustgate.core.reasons import reason_category
+from trustgate.core.node import NodeTrust
+from trustgate.core.policy import Enforcement, PolicyError, TrustRequirement, pod_facts
+from trustgate.core.reasons import NO_REPORT, Code, Reason
 from trustgate.core.snapshot import Snapshot
 
-NOT_SYNCED = "trustgate: the trust report cache has not synced yet (no decision is made before it has; retry)"
-_PASS: tuple[str, bool] = ("", True)  # (blocking reason, clean): passes every check
+NOT_SYNCED = Reason(
+    Code.NOT_READY, "the trust report cache has not synced yet (no decision is made before it has; retry)"
+)
+Blocking = tuple[Reason, ...]  # the failed checks of the Enforce sources: empty when the node may be used
+Judged = tuple[Blocking, bool]  # (blocking, clean): clean when no check fails at all, Warn and Audit included
+_PASS: Judged = ((), True)
 
 
 class MalformedNode(ValueError):
@@ -38,8 +42,8 @@ class FilterOutcome:
     """`passed` holds the candidates as given (names or Node objects). With `error`, nothing passes."""
 
     passed: list[Any] | None = None
-    failed: dict[str, str] = field(default_factory=dict)  # node -> why (FailedAndUnresolvableNodes)
-    error: str = ""
+    failed: dict[str, Blocking] = field(default_factory=dict)  # node -> why (FailedAndUnresolvableNodes)
+    error: Reason | None = None
     requires_trust: bool = False
 
 
@@ -47,7 +51,7 @@ class FilterOutcome:
 class PrioritizeOutcome:
     scores: list[tuple[str, int]]
     requires_trust: bool = False
-    error: str = ""  # why every score is 0 (logged, never sent: prioritize errors are ignored anyway)
+    error: Reason | None = None  # why every score is 0 (logged, never sent: prioritize errors are ignored anyway)
 
 
 def requirement_of(snapshot: Snapshot, pod: Mapping[str, Any]) -> TrustRequirement | None:
@@ -75,20 +79,22 @@ def filter_nodes(
     try:
         requirement = requirement_of(snapshot, pod)
     except PolicyError as error:
-        return FilterOutcome(error=f"trustgate: cannot determine the pod's trust requirement: {error}")
+        return FilterOutcome(
+            error=Reason(Code.POLICY_INVALID, f"cannot determine the pod's trust requirement: {error}")
+        )
     if requirement is None:
         return FilterOutcome(passed=candidates)  # fast path: untouched
-    judge = _Judge(snapshot, requirement, now, index if index is not None else NodeIndex())
+    judge = Judge(snapshot, requirement, now, index if index is not None else NodeIndex())
     passed: list[Any] = []
-    failed: dict[str, str] = {}
+    failed: dict[str, Blocking] = {}
     keep = passed.append
     if by_name:
         passed, failed = judge.filter_names(candidates)
     else:
         for obj, node, indexed in _trusts(snapshot, candidates):
-            reason = judge(node, indexed)[0]
-            if reason:
-                failed[node.name] = reason
+            blocking = judge(node, indexed)[0]
+            if blocking:
+                failed[node.name] = blocking
             else:
                 keep(obj)
     return FilterOutcome(passed=passed, failed=failed, requires_trust=True)
@@ -117,10 +123,12 @@ def prioritize_nodes(
     try:
         requirement = requirement_of(snapshot, pod)
     except PolicyError as error:
-        return PrioritizeOutcome([(name, 0) for name in names], error=f"malformed pod: {error}")
+        return PrioritizeOutcome(
+            [(name, 0) for name in names], error=Reason(Code.POLICY_INVALID, f"malformed pod: {error}")
+        )
     if requirement is None:
         return PrioritizeOutcome([(name, 0) for name in names])
-    judge = _Judge(snapshot, requirement, now, index if index is not None else NodeIndex())
+    judge = Judge(snapshot, requirement, now, index if index is not None else NodeIndex())
     judged: Iterable[tuple[NodeTrust, bool]]
     if by_name:
         lookup = snapshot.nodes.get
@@ -166,11 +174,10 @@ class NodeIndex:
 
     A snapshot's `NodeTrust` objects are immutable and survive from one snapshot to the next until
     their node or report changes (then the cache builds a new object). For each object the index
-    keeps an `Entry`: its static failure, or else a small integer naming its trust class (trusted
-    levels and signed asset tags) and the window in which its report is valid. Entries are keyed by
-    object identity and checked with `is` (an entry holds its node, so the id cannot be reused
-    meanwhile); a changed node simply gets a new entry, and the index starts over when it outgrows
-    the cluster. Thread-safe under the GIL (a lost update only costs a recomputation).
+    keeps an `Entry`. Entries are keyed by object identity and checked with `is` (an entry holds its
+    node, so the id cannot be reused meanwhile); a changed node simply gets a new entry, and the index
+    starts over when it outgrows the cluster. Thread-safe under the GIL (a lost update only costs a
+    recomputation).
     """
 
     MARGIN = 1e-3  # seconds: near a window edge, the core's own clock check decides
@@ -188,38 +195,45 @@ class NodeIndex:
 
     def entry(self, node: NodeTrust, cluster_size: int) -> Entry:
         found = self.entries.get(id(node))
-        if found is not None and found[0] is node:
+        if found is not None and found.node is node:
             return found
         if len(self.entries) >= max(self._limit, 2 * cluster_size):
             self.entries, self._classes = {}, {}
         report = node.report
         if node.failure is not None or report is None:
-            found = (node, node.failure or NO_REPORT, -1, math.inf, -math.inf)
+            found = Entry(node, (node.failure or NO_REPORT,), -1, math.inf, -math.inf)
         else:
             key = (node.trusted_levels, frozenset(report.asset_tags.items()))
             trust_class = self._classes.get(key)
             if trust_class is None:
                 trust_class = self._classes[key] = next(self._numbers)
             start = report.issued_at if report.not_before is None else max(report.issued_at, report.not_before)
-            found = (node, None, trust_class, start + self.MARGIN, report.expires_at - self.MARGIN)
+            found = Entry(node, None, trust_class, start + self.MARGIN, report.expires_at - self.MARGIN)
         self.entries[id(node)] = found
         return found
 
 
-# (node, static failure, trust class, start, end). With a static failure the window is empty. Without,
-# the core finds the report valid at `now` when `start <= now + skew` and `now - skew < end` (its rules:
-# now + skew >= iat and nbf, now < exp + skew); both bounds are shrunk by `NodeIndex.MARGIN`, so that
-# rounding can never make this test disagree with the core's own: near an edge it fails and the core
-# is asked.
-Entry = tuple[NodeTrust, "str | None", int, float, float]
-_PROBE = "\x00trustgate-failure\x00"
+@dataclass(slots=True, eq=False)
+class Entry:
+    """What one `NodeTrust` implies for every request.
+
+    With a static `failure` (no report, an invalid one, bound elsewhere), kept as the 1-tuple every
+    request shares, the window is empty. Without, `trust_class` names the node's trusted levels and
+    signed asset tags, and the core finds the report valid at `now` when `start <= now + skew` and
+    `now - skew < end` (its rules: now + skew >= iat and nbf, now < exp + skew); both bounds are shrunk
+    by `NodeIndex.MARGIN`, so that rounding can never make this test disagree with the core's own:
+    near an edge it fails and the core is asked.
+    """
+
+    node: NodeTrust
+    failure: Blocking | None
+    trust_class: int
+    start: float
+    end: float
 
 
-class _Judge:
-    """`judge(node) -> (blocking reason or "", clean)` for one requirement at one instant.
-
-    `blocking reason` joins the reasons of the Enforce sources that fail ("" when the node may be
-    used; Warn and Audit failures never block). `clean` is true when no check fails at all.
+class Judge:
+    """`judge(node) -> (blocking, clean)` for one requirement at one instant (see `Judged`).
 
     Verdicts come from `Snapshot.evaluate`, reused within the request where `evaluate` cannot tell
     nodes apart:
@@ -227,108 +241,115 @@ class _Judge:
       asset tags, the unsigned labels the pod's node constraints use and, for `matchFields`, its
       name: nodes that agree on those share one verdict (memoized by that key);
     - a node without a usable report (none, invalid, bound elsewhere, expired...) fails every source
-      with that one message, or with the source's own policy error: its verdict is the verdict of a
-      probe node whose message is a placeholder, with the placeholder replaced.
+      with that one reason, or with the source's own policy error: `unusable` lists, per Enforce
+      source, its policy error or None for "the node's own failure".
     The tests check both against a plain `evaluate` of every node.
     """
 
-    __slots__ = (
-        "cluster_size",
-        "failing",
-        "index",
-        "label_keys",
-        "memo",
-        "now",
-        "now_minus",
-        "now_plus",
-        "requirement",
-        "simple",
-        "skew",
-        "snapshot",
-        "use_name",
-    )
+    __slots__ = ("index", "key_of", "memo", "now", "requirement", "skew", "snapshot", "unusable", "window")
 
     def __init__(self, snapshot: Snapshot, requirement: TrustRequirement, now: float, index: NodeIndex) -> None:
         self.snapshot, self.requirement, self.now, self.skew = snapshot, requirement, now, snapshot.skew
-        self.now_plus, self.now_minus = now + self.skew, now - self.skew
-        self.index, self.cluster_size = index, len(snapshot.nodes)
-        self.memo: dict[Any, tuple[str, bool]] = {}
-        constraints = requirement.constraints
-        labels: set[str] = set()
-        self.use_name = False
-        if constraints is not None:
-            if requirement.constraints_use_other_labels:
-                used = constraints.keys()  # NodeConstraints.keys(): every label key it tests
-                labels = {key for key in used if not is_trust_label(key)}
-            self.use_name = any(term.fields for term in constraints.terms or ())
-        self.label_keys = tuple(sorted(labels))
-        self.simple = not (self.label_keys or self.use_name)
-        self.failing = self.judge(NodeTrust(name="", failure=_PROBE))  # the verdict of any unusable report
+        self.index = index
+        self.memo: dict[Any, Judged] = {}
+        self.key_of = _VerdictKey.of(requirement)
+        # Where `filter_names` may decide from the trust class alone: inside the report's validity window
+        # for simple requirements, nowhere for keyed ones (unsigned labels, node names).
+        self.window = (now + self.skew, now - self.skew) if self.key_of is None else (-math.inf, math.inf)
+        enforced = [s for s in requirement.sources if s.enforcement is Enforcement.ENFORCE]
+        self.unusable: tuple[Reason | None, ...] = tuple(s.policy_error for s in enforced)
 
-    def __call__(self, node: NodeTrust, indexed: bool = True) -> tuple[str, bool]:
+    def __call__(self, node: NodeTrust, indexed: bool = True) -> Judged:
         """Judge `node`; `indexed` is false for NodeTrust objects that are not the snapshot's own."""
         if indexed:
-            _, failure, trust_class, start, end = self.index.entry(node, self.cluster_size)
-            if failure is not None:
-                return self.without_report(failure)
-            if start <= self.now_plus and self.now_minus < end:
-                return self.valid(trust_class if self.simple else (trust_class, *self._extra(node)), node)
+            entry = self.index.entry(node, len(self.snapshot.nodes))
+            if entry.failure is not None:
+                return self.without_report(entry.failure[0], entry.failure), False
+            if entry.start <= self.now + self.skew and self.now - self.skew < entry.end:
+                key = entry.trust_class if self.key_of is None else (entry.trust_class, *self.key_of(node))
+                return self.valid(key, node)
         base = node.failure_at(self.now, self.skew)
         if base is not None:
-            return self.without_report(base)
+            return self.without_report(base), False
         tags = frozenset(node.report.asset_tags.items()) if node.report is not None else frozenset()
-        return self.valid(("unindexed", node.trusted_levels, tags, *self._extra(node)), node)
+        extra = () if self.key_of is None else self.key_of(node)
+        return self.valid(("unindexed", node.trusted_levels, tags, *extra), node)
 
-    def valid(self, key: Any, node: NodeTrust) -> tuple[str, bool]:
+    def valid(self, key: Any, node: NodeTrust) -> Judged:
         found = self.memo.get(key)
         if found is None:
             found = self.memo[key] = self.judge(node)
         return found
 
-    def without_report(self, failure: str) -> tuple[str, bool]:
-        reason, clean = self.failing
-        return (reason.replace(_PROBE, failure), clean) if reason else self.failing
+    def without_report(self, failure: Reason, alone: Blocking | None = None) -> Blocking:
+        """What blocks a node whose report is unusable for `failure` (`alone`: `(failure,)`, if at hand)."""
+        unusable = self.unusable
+        if unusable == (None,):  # the common case: one Enforce source, a valid policy
+            return alone if alone is not None else (failure,)
+        return tuple(dict.fromkeys(failure if error is None else error for error in unusable))
 
-    def filter_names(self, names: Iterable[str]) -> tuple[list[str], dict[str, str]]:
+    def filter_names(self, names: Iterable[str]) -> tuple[list[str], dict[str, Blocking]]:
         """`self(node)[0]` over the snapshot's nodes by name, with the common cases inlined: this loop
         runs once per candidate node, thousands of times per pod."""
         passed: list[str] = []
-        failed: dict[str, str] = {}
+        failed: dict[str, Blocking] = {}
         keep, lookup, entries, memo = passed.append, self.snapshot.nodes.get, self.index.entries, self.memo
-        now_plus, now_minus = (self.now_plus, self.now_minus) if self.simple else (math.inf, -math.inf)
-        failing = self.failing[0]
+        now_plus, now_minus = self.window
+        alone = self.unusable == (None,)
         for name in names:
             node = lookup(name)
             entry = entries.get(id(node))
-            if entry is None or entry[0] is not node:
-                reason = self(node)[0] if node is not None else self.unknown(name)
-            elif entry[1] is not None:
-                reason = failing and failing.replace(_PROBE, entry[1])
-            elif entry[3] <= now_plus and now_minus < entry[4]:
-                found = memo.get(entry[2])
-                reason = found[0] if found is not None else self(node)[0]
+            if entry is None or entry.node is not node:
+                blocking = self(node)[0] if node is not None else self.unknown(name)
+            elif entry.failure is not None:
+                blocking = entry.failure if alone else self.without_report(entry.failure[0])
+            elif entry.start <= now_plus and now_minus < entry.end:
+                found = memo.get(entry.trust_class)
+                blocking = found[0] if found is not None else self(node)[0]
             else:
-                reason = self(node)[0]  # expired, not yet valid, at a window edge, or a complex requirement
-            if reason:
-                failed[name] = reason
+                blocking = self(node)[0]  # expired, not yet valid, at a window edge, or a keyed requirement
+            if blocking:
+                failed[name] = blocking
             else:
                 keep(name)
         return passed, failed
 
-    def _extra(self, node: NodeTrust) -> tuple[Any, ...]:
-        return (tuple(node.labels.get(k) for k in self.label_keys), node.name if self.use_name else None)
-
-    def unknown(self, name: str) -> str:
+    def unknown(self, name: str) -> Blocking:
         return self(self.snapshot.node(name), indexed=False)[0]
 
-    def judge(self, node: NodeTrust) -> tuple[str, bool]:
+    def judge(self, node: NodeTrust) -> Judged:
         verdict = self.snapshot.evaluate(self.requirement, node, self.now)
         if verdict.passed:
             return _PASS
-        enforced = verdict.enforced_failures
-        return ("; ".join(verdict.reasons(enforced)) if enforced else "", False)
+        return tuple(verdict.reasons(verdict.enforced_failures)), False
 
 
-def categorize(failed: Mapping[str, str]) -> Counter[str]:
-    """Failed nodes counted by the category of their first reason."""
-    return Counter(reason_category(reason) for reason in failed.values())
+@dataclass(frozen=True, slots=True)
+class _VerdictKey:
+    """What besides its trust class tells a node's verdict apart: the unsigned labels the pod's node
+    constraints test, and its name when they use `matchFields`."""
+
+    label_keys: tuple[str, ...]
+    use_name: bool
+
+    @staticmethod
+    def of(requirement: TrustRequirement) -> Any:
+        """A function node -> key parts, or None when the trust class alone decides."""
+        constraints = requirement.constraints
+        if constraints is None:
+            return None
+        labels: tuple[str, ...] = ()
+        if requirement.constraints_use_other_labels:
+            labels = tuple(sorted(k for k in constraints.keys() if not is_trust_label(k)))  # noqa: SIM118
+        use_name = any(term.fields for term in constraints.terms or ())
+        if not labels and not use_name:
+            return None
+        return _VerdictKey(labels, use_name).parts
+
+    def parts(self, node: NodeTrust) -> tuple[Any, ...]:
+        return (tuple(node.labels.get(k) for k in self.label_keys), node.name if self.use_name else None)
+
+
+def count_codes(failed: Mapping[str, Blocking]) -> Counter[Code]:
+    """Failed nodes counted by the code of their first reason."""
+    return Counter(blocking[0].code for blocking in failed.values())

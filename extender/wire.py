@@ -31,9 +31,11 @@ like Go: every top-level key that case-folds to a field name sets it, the last o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from trustgate.core.reasons import Reason, describe
 
 try:  # orjson decodes and encodes large NodeLists several times faster; the stdlib is the fallback.
     import orjson
@@ -55,6 +57,7 @@ except ImportError:  # pragma: no cover - exercised only without orjson
     JSON_LIBRARY = "json"
 
 MAX_PRIORITY = 10  # extenderv1.MaxExtenderPriority
+PREFIX = "trustgate: "  # every Error message names who refused
 _FIELDS = {"pod": "Pod", "nodes": "Nodes", "nodenames": "NodeNames"}
 _EXACT = frozenset(_FIELDS.values())
 
@@ -134,35 +137,40 @@ def _fold_keys(document: dict[str, Any]) -> dict[str, Any]:
 def encode_filter_result(
     args: ExtenderArgs,
     passed: list[Any] | None,
-    unresolvable: dict[str, str] | None = None,
-    error: str = "",
+    unresolvable: Mapping[str, Sequence[Reason]] | None = None,
+    error: Reason | None = None,
 ) -> bytes:
     """An ExtenderFilterResult in the mode of the request. `passed` holds node names (NodeNames mode) or
-    Node objects (Nodes mode). With an error, neither list is set: a client that ignored `Error` would
-    still find no feasible node."""
-    if error or passed is None:
+    Node objects (Nodes mode); each unresolvable node's reasons become one message. With an error,
+    neither list is set: a client that ignored `Error` would still find no feasible node."""
+    if error is not None or passed is None:
+        message = PREFIX + error.message if error is not None else ""
         return _dumps(
-            {"Nodes": None, "NodeNames": None, "FailedNodes": None, "FailedAndUnresolvableNodes": None, "Error": error}
+            {
+                "Nodes": None,
+                "NodeNames": None,
+                "FailedNodes": None,
+                "FailedAndUnresolvableNodes": None,
+                "Error": message,
+            }
         )
     if args.by_name:
         nodes, names = None, passed
     else:
         node_list = args.node_list or {}
         nodes, names = (node_list if passed is args.nodes else {**node_list, "items": passed}), None
+    failed = {
+        name: reasons[0].message if len(reasons) == 1 else describe(reasons)
+        for name, reasons in (unresolvable or {}).items()
+    }
     return _dumps(
-        {
-            "Nodes": nodes,
-            "NodeNames": names,
-            "FailedNodes": {},
-            "FailedAndUnresolvableNodes": unresolvable or {},
-            "Error": "",
-        }
+        {"Nodes": nodes, "NodeNames": names, "FailedNodes": {}, "FailedAndUnresolvableNodes": failed, "Error": ""}
     )
 
 
-def encode_error(message: str) -> bytes:
+def encode_error(reason: Reason) -> bytes:
     """Any error reply: an ExtenderFilterResult whose only content is `Error`."""
-    return encode_filter_result(ExtenderArgs(pod={}), None, error=message)
+    return encode_filter_result(ExtenderArgs(pod={}), None, error=reason)
 
 
 def encode_priorities(scores: Sequence[tuple[str, int]]) -> bytes:

@@ -1,26 +1,25 @@
 """The webhook's HTTP layer: decode the AdmissionReview, decide, record, encode.
 
-`create_app` is the explicit app factory; the WSGI server (gunicorn over TLS, see
-`trustgate.serving.server`) imports a module that calls it with the cluster view and audit log.
+`create_app` is the explicit app factory; `webhook.main` calls it in each gunicorn worker with
+the cluster cache and the audit log (see `trustgate.serving.server` for the server).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flask import Flask, Response, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from trustgate.audit.record import DECISIONS, AuditRecord, format_rfc3339
 from trustgate.audit.sinks import AuditLog
-from trustgate.core.reasons import CATEGORIES, reason_category
-from trustgate.core.snapshot import ClusterView, Snapshot
-from webhook.decide import Decision, Violation, decide
+from trustgate.core.reasons import CODES, Code, Reason, messages
+from trustgate.core.snapshot import ClusterView
+from trustgate.serving.probes import add_probes, cache_not_ready
+from webhook.decide import Decision, Violation, decide, refuse
 from webhook.review import (
     MAX_BODY_BYTES,
     AdmissionRequest,
@@ -56,13 +55,13 @@ class _Metrics:
         )
         self.violations = Counter(
             "trustgate_webhook_violations_total",
-            "Rejections and policy violations (dry runs included) by decision and reason category",
+            "Rejections and policy violations (dry runs included) by decision and reason code",
             ["decision", "reason"],
             registry=registry,
         )
         for decision in DECISIONS:
-            for category in CATEGORIES:
-                self.violations.labels(decision, category)
+            for code in CODES:
+                self.violations.labels(decision, code)
         self._request_children: dict[tuple[str, str, str], Any] = {}
 
     def count(self, operation: str, resource: str, decision: str) -> None:
@@ -77,39 +76,21 @@ class _Metrics:
         child.inc()
 
 
-class _Forward(Collector):
-    """Exposes another registry's metrics (the audit log's) through the app's registry."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-
-    def collect(self) -> Iterator[Any]:
-        yield from self.registry.collect()
-
-
 def create_app(
     cluster: ClusterView,
     audit: AuditLog,
     registry: CollectorRegistry | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
 ) -> Flask:
-    """The webhook application: `POST /validate`, `GET /healthz`, `/readyz`, `/metrics`."""
+    """The webhook application: `POST /validate`, `GET /healthz`, `/readyz`, `/metrics`.
+
+    `registry` (default: the audit log's) serves `/metrics`; the audit log's counters are shown there too."""
     app = Flask("trustgate-webhook")
-    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
-    registry = registry if registry is not None else CollectorRegistry()
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes  # the one body-size check: werkzeug stops reading past it
+    registry = registry if registry is not None else audit.registry
+    audit.expose(registry)
     metrics = _Metrics(registry)
-    if audit.registry is not registry:
-        registry.register(_Forward(audit.registry))
-    app.extensions["trustgate"] = {"cluster": cluster, "audit": audit, "registry": registry}
-
-    def lookup_pod(snapshot: Snapshot) -> Any:
-        def lookup(namespace: str, name: str, uid: str) -> Mapping[str, Any] | None:
-            cached = snapshot.pods.get((namespace, name))
-            if cached is not None and (not uid or (cached.get("metadata") or {}).get("uid") in (None, "", uid)):
-                return cached
-            return cluster.get_pod(namespace, name)  # created a moment ago, or replaced: ask the apiserver
-
-        return lookup
+    add_probes(app, registry, cache_not_ready(lambda: cluster.snapshot().synced))
 
     def answer(payload: dict[str, Any], status: int = 200) -> Response:
         return Response(dumps(payload), status=status, mimetype=JSON)
@@ -124,18 +105,12 @@ def create_app(
         started = time.perf_counter()
         try:
             try:
-                body = request.get_data(cache=False)
-            except RequestEntityTooLarge:
-                return bad_request(f"request body larger than {max_body_bytes} bytes")
-            if len(body) > max_body_bytes:
-                return bad_request(f"request body larger than {max_body_bytes} bytes")
-            try:
-                review = decode_review(body)
+                review = decode_review(request.get_data(cache=False))
             except ReviewError as error:
                 return bad_request(str(error))
-            decision = _decide_safely(cluster, review, lookup_pod)
+            decision = _decide_safely(cluster, review)
             if decision.violation is not None:
-                _account(metrics, audit, review, decision)
+                _account(metrics, audit, review, decision.violation, decision)
             metrics.count(review.operation, review.resource_path, decision.outcome)
             return answer(
                 encode_response(
@@ -149,25 +124,6 @@ def create_app(
             )
         finally:
             metrics.latency.observe(time.perf_counter() - started)
-
-    @app.get("/healthz")
-    def healthz() -> Response:
-        return Response("ok\n", mimetype="text/plain")
-
-    @app.get("/readyz")
-    def readyz() -> Response:
-        try:
-            synced = cluster.snapshot().synced
-        except Exception:
-            log.exception("cannot read the trust cache")
-            synced = False
-        if synced:
-            return Response("ok\n", mimetype="text/plain")
-        return Response("trust cache not synced\n", status=503, mimetype="text/plain")
-
-    @app.get("/metrics")
-    def metrics_endpoint() -> Response:
-        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
@@ -188,37 +144,24 @@ def create_app(
     return app
 
 
-def _decide_safely(cluster: ClusterView, review: AdmissionRequest, lookup_pod: Any) -> Decision:
+def _decide_safely(cluster: ClusterView, review: AdmissionRequest) -> Decision:
     """`decide`, with any unexpected error turned into a rejection (never an allow)."""
     try:
-        snapshot = cluster.snapshot()
-        return decide(snapshot, review, lookup_pod(snapshot))
+        return decide(cluster.snapshot(), review, cluster.find_pod)
     except Exception as error:
         log.exception("cannot decide admission request %s", review.uid)
         reason = f"internal error deciding {review.resource_path} {review.operation}: {type(error).__name__}"
         detail = str(error)[:200]
         reason = f"{reason}: {detail}" if detail else reason
-        return Decision(
-            allowed=False,
-            code=500,
-            message=f"trustgate: {reason} (fail closed)",
-            annotations={"trustgate-decision": "rejected", "trustgate-reasons": reason},
-            violation=Violation(
-                decision="rejected",
-                namespace=review.namespace,
-                pod=review.name,
-                node="",
-                reasons=(reason,),
-            ),
-        )
+        return refuse(Reason(Code.INTERNAL, f"{reason} (fail closed)"), 500, review.namespace, review.name)
 
 
-def _account(metrics: _Metrics, audit: AuditLog, review: AdmissionRequest, decision: Decision) -> None:
+def _account(
+    metrics: _Metrics, audit: AuditLog, review: AdmissionRequest, violation: Violation, decision: Decision
+) -> None:
     """Count a violation, log a rejection and, unless it is a dry run, record it."""
-    violation = decision.violation
-    assert violation is not None
-    for category in {reason_category(r) for r in violation.reasons} or {"other"}:
-        metrics.violations.labels(violation.decision, category).inc()
+    for code in dict.fromkeys(reason.code for reason in violation.reasons):
+        metrics.violations.labels(violation.decision, code).inc()
     if not decision.allowed:
         log.info(
             "rejected %s %s (uid %s, dry run %s): %s",
@@ -242,7 +185,8 @@ def _account(metrics: _Metrics, audit: AuditLog, review: AdmissionRequest, decis
             policy=violation.policy,
             enforcement=violation.enforcement,
             decision=violation.decision,
-            reasons=list(violation.reasons),
+            reasons=messages(violation.reasons),
+            codes=list(dict.fromkeys(reason.code.value for reason in violation.reasons)),
             pod_uid=violation.pod_uid,
         )
     )

@@ -21,11 +21,12 @@ from typing import Any
 
 from trustgate.audit.record import DECISION_AUDITED, DECISION_REJECTED, DECISION_WARNED
 from trustgate.core.policy import Enforcement, Failure, PolicyError, Verdict, pod_facts
-from trustgate.core.reasons import CACHE_NOT_READY, POD_NOT_FOUND
+from trustgate.core.reasons import Code, Reason, describe
 from trustgate.core.snapshot import Snapshot
 from webhook.review import AdmissionRequest
 
 PodLookup = Callable[[str, str, str], Mapping[str, Any] | None]  # (namespace, name, uid) -> Pod or None
+PREFIX = "trustgate: "
 
 CODE_FORBIDDEN = 403
 CODE_BAD_REQUEST = 400
@@ -43,7 +44,7 @@ class Violation:
     namespace: str
     pod: str
     node: str
-    reasons: tuple[str, ...]
+    reasons: tuple[Reason, ...]
     policy: str = ""
     enforcement: str = ""
     pod_uid: str = ""
@@ -72,27 +73,22 @@ ALLOW = Decision(allowed=True)
 class _Reject(Exception):
     """A request decided as a fail-closed rejection before any policy evaluation."""
 
-    def __init__(self, message: str, code: int, namespace: str = "", pod: str = "", node: str = "") -> None:
-        super().__init__(message)
-        self.message, self.code, self.namespace, self.pod, self.node = message, code, namespace, pod, node
+    def __init__(self, reason: Reason, code: int, namespace: str = "", pod: str = "", node: str = "") -> None:
+        super().__init__(reason.message)
+        self.reason, self.code, self.namespace, self.pod, self.node = reason, code, namespace, pod, node
 
 
-def decide(
-    snapshot: Snapshot,
-    request: AdmissionRequest,
-    lookup_pod: PodLookup | None = None,
-    now: float | None = None,
-) -> Decision:
-    """The decision for one admission request. `lookup_pod` finds a Binding's pod (default: the snapshot)."""
+def decide(snapshot: Snapshot, request: AdmissionRequest, lookup_pod: PodLookup, now: float | None = None) -> Decision:
+    """The decision for one admission request. `lookup_pod` finds a Binding's pod."""
     try:
-        return _decide(snapshot, request, lookup_pod or _snapshot_lookup(snapshot), now)
+        return _decide(snapshot, request, lookup_pod, now)
     except _Reject as reject:
-        return _fail_closed(reject)
+        return refuse(reject.reason, reject.code, reject.namespace, reject.pod, reject.node)
 
 
 def _decide(snapshot: Snapshot, request: AdmissionRequest, lookup_pod: PodLookup, now: float | None) -> Decision:
     if request.problems:
-        raise _Reject("malformed AdmissionReview: " + "; ".join(request.problems), CODE_BAD_REQUEST)
+        raise _bad("malformed AdmissionReview: " + "; ".join(request.problems))
     if request.resource.group != "":
         return ALLOW  # not a core resource: no pod placement
     route = (request.resource.resource, request.sub_resource, request.operation)
@@ -128,31 +124,30 @@ def _binding(snapshot: Snapshot, request: AdmissionRequest, lookup_pod: PodLooku
     metadata = binding.get("metadata") or {}
     target = binding.get("target") or {}
     if not isinstance(metadata, Mapping) or not isinstance(target, Mapping):
-        raise _Reject("malformed Binding: metadata and target must be objects", CODE_BAD_REQUEST)
+        raise _bad("malformed Binding: metadata and target must be objects")
     for member in ("name", "namespace"):
         if metadata.get(member) is not None and not isinstance(metadata[member], str):
-            raise _Reject(f"malformed Binding: metadata.{member} must be a string", CODE_BAD_REQUEST)
+            raise _bad(f"malformed Binding: metadata.{member} must be a string")
     name = _text(metadata.get("name")) or request.name
     namespace = _text(metadata.get("namespace")) or request.namespace
     uid = _text(metadata.get("uid"))
     node = _text(target.get("name"))
     if not name or not namespace:
-        raise _Reject("malformed Binding: no pod name or namespace", CODE_BAD_REQUEST)
+        raise _bad("malformed Binding: no pod name or namespace")
     if request.name and request.name != name:
-        raise _Reject(
-            f"malformed Binding: name {name} does not match the request's pod {request.name}",
-            CODE_BAD_REQUEST,
-            namespace,
-            request.name,
+        raise _bad(
+            f"malformed Binding: name {name} does not match the request's pod {request.name}", namespace, request.name
         )
     if target.get("kind") not in (None, "", "Node") or not node:
-        raise _Reject(f"malformed Binding for pod {namespace}/{name}: target must name a Node", CODE_BAD_REQUEST)
+        raise _bad(f"malformed Binding for pod {namespace}/{name}: target must name a Node")
     if not snapshot.synced:
         raise _Reject(_not_ready(namespace, name, node), CODE_UNAVAILABLE, namespace, name, node)
     pod = lookup_pod(namespace, name, uid)
     if pod is None:
         raise _Reject(
-            f"trustgate: {POD_NOT_FOUND}: cannot check the binding of pod {namespace}/{name} to node {node}",
+            Reason(
+                Code.POD_NOT_FOUND, f"pod not found: cannot check the binding of pod {namespace}/{name} to node {node}"
+            ),
             CODE_FORBIDDEN,
             namespace,
             name,
@@ -179,7 +174,7 @@ def _judge(
         ns = namespace or _text(metadata.get("namespace")) or request.namespace
         name = _text(metadata.get("name")) or request.name
         raise _Reject(
-            f"trustgate: cannot determine the trust requirement of pod {ns}/{name}: {error}",
+            Reason(Code.POLICY_INVALID, f"cannot determine the trust requirement of pod {ns}/{name}: {error}"),
             CODE_FORBIDDEN,
             ns,
             name,
@@ -227,19 +222,19 @@ def _violation(verdict: Verdict, namespace: str, pod: str, node: str, pod_uid: s
         pod_uid=pod_uid,
     )
     warn = [f for f in failures if f.source.enforcement is Enforcement.WARN]
-    warnings = tuple(f"trustgate: node {node} fails {f.source.name}: {reason}" for f in warn for reason in f.reasons)
+    warnings = tuple(f"{PREFIX}node {node} fails {f.source.name}: {r.message}" for f in warn for r in f.reasons)
     annotations = {
         "trustgate-decision": decision,
         "trustgate-pod": f"{namespace}/{pod}",
         "trustgate-node": node,
         "trustgate-policy": violation.policy,
         "trustgate-enforcement": violation.enforcement,
-        "trustgate-reasons": "; ".join(violation.reasons),
+        "trustgate-reasons": describe(violation.reasons),
     }
     if decision != DECISION_REJECTED:
         return Decision(allowed=True, warnings=warnings, annotations=annotations, violation=violation)
     enforced = [f for f in failures if f.source.enforcement is Enforcement.ENFORCE]
-    message = f"trustgate: pod {namespace}/{pod} may not run on node {node}: {describe_failures(enforced)}"
+    message = f"{PREFIX}pod {namespace}/{pod} may not run on node {node}: {describe_failures(enforced)}"
     return Decision(
         allowed=False,
         code=CODE_FORBIDDEN,
@@ -253,10 +248,10 @@ def _violation(verdict: Verdict, namespace: str, pod: str, node: str, pod_uid: s
 def describe_failures(failures: list[Failure] | tuple[Failure, ...]) -> str:
     """Every failed check once, each run of checks followed by the sources that demanded them:
     `trust report expired at ... (node affinity, TrustPolicy pci); level kernel not trusted (TrustPolicy pci)`."""
-    by_reason: dict[str, list[str]] = {}
+    by_reason: dict[str, list[str]] = {}  # message -> the sources that demanded it
     for failure in failures:
         for reason in failure.reasons:
-            names = by_reason.setdefault(reason, [])
+            names = by_reason.setdefault(reason.message, [])
             if failure.source.name not in names:
                 names.append(failure.source.name)
     parts: list[str] = []
@@ -267,46 +262,43 @@ def describe_failures(failures: list[Failure] | tuple[Failure, ...]) -> str:
     return "; ".join(parts)
 
 
-def _fail_closed(reject: _Reject) -> Decision:
-    violation = Violation(
-        decision=DECISION_REJECTED,
-        namespace=reject.namespace,
-        pod=reject.pod,
-        node=reject.node,
-        reasons=(reject.message.removeprefix("trustgate: "),),
+def refuse(reason: Reason, code: int, namespace: str = "", pod: str = "", node: str = "") -> Decision:
+    """A fail-closed rejection: the request could not be judged (malformed, not ready, pod not found...)."""
+    violation = Violation(decision=DECISION_REJECTED, namespace=namespace, pod=pod, node=node, reasons=(reason,))
+    annotations = {"trustgate-decision": DECISION_REJECTED, "trustgate-reasons": reason.message}
+    if node:
+        annotations["trustgate-node"] = node
+    if pod:
+        annotations["trustgate-pod"] = f"{namespace}/{pod}"
+    message = PREFIX + reason.message
+    return Decision(allowed=False, code=code, message=message, annotations=annotations, violation=violation)
+
+
+def _bad(message: str, namespace: str = "", pod: str = "") -> _Reject:
+    return _Reject(Reason(Code.BAD_REQUEST, message), CODE_BAD_REQUEST, namespace, pod)
+
+
+def _not_ready(namespace: str, pod: str, node: str) -> Reason:
+    return Reason(
+        Code.NOT_READY, f"trust cache not ready, cannot admit pod {namespace}/{pod} on node {node} yet (fail closed)"
     )
-    annotations = {"trustgate-decision": DECISION_REJECTED, "trustgate-reasons": violation.reasons[0]}
-    if reject.node:
-        annotations["trustgate-node"] = reject.node
-    if reject.pod:
-        annotations["trustgate-pod"] = f"{reject.namespace}/{reject.pod}"
-    message = reject.message if reject.message.startswith("trustgate: ") else f"trustgate: {reject.message}"
-    return Decision(allowed=False, code=reject.code, message=message, annotations=annotations, violation=violation)
-
-
-def _not_ready(namespace: str, pod: str, node: str) -> str:
-    return f"trustgate: {CACHE_NOT_READY}, cannot admit pod {namespace}/{pod} on node {node} yet (fail closed)"
 
 
 def _object_of_kind(request: AdmissionRequest, kind: str) -> Mapping[str, Any]:
     obj = request.object
     if not isinstance(obj, Mapping):
-        raise _Reject(f"request has no {kind} object", CODE_BAD_REQUEST, request.namespace, request.name)
+        raise _bad(f"request has no {kind} object", request.namespace, request.name)
     found = obj.get("kind") or request.kind.kind
     if found != kind or (request.kind.kind and request.kind.kind != kind):
         shown = str(found or request.kind.kind or "unknown")[:64]
-        raise _Reject(
+        raise _bad(
             f"expected a {kind} for {request.resource_path} {request.operation}, got {shown}",
-            CODE_BAD_REQUEST,
             request.namespace,
             request.name,
         )
     if obj.get("apiVersion") not in (None, "v1"):
-        raise _Reject(
-            f"expected a v1 {kind}, got apiVersion {str(obj.get('apiVersion'))[:64]}",
-            CODE_BAD_REQUEST,
-            request.namespace,
-            request.name,
+        raise _bad(
+            f"expected a v1 {kind}, got apiVersion {str(obj.get('apiVersion'))[:64]}", request.namespace, request.name
         )
     return obj
 
@@ -316,19 +308,12 @@ def _node_name(pod: Mapping[str, Any]) -> str:
     if spec is None:
         return ""
     if not isinstance(spec, Mapping):
-        raise _Reject("malformed Pod: spec must be an object", CODE_BAD_REQUEST)
+        raise _bad("malformed Pod: spec must be an object")
     node = spec.get("nodeName")
     if node is not None and not isinstance(node, str):
-        raise _Reject("malformed Pod: spec.nodeName must be a string", CODE_BAD_REQUEST)
+        raise _bad("malformed Pod: spec.nodeName must be a string")
     return node or ""
 
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
-
-
-def _snapshot_lookup(snapshot: Snapshot) -> PodLookup:
-    def lookup(namespace: str, name: str, uid: str) -> Mapping[str, Any] | None:
-        return snapshot.pods.get((namespace, name))
-
-    return lookup

@@ -4,7 +4,7 @@ No decisions here (those live in `webhook.decide`): this module only turns bytes
 `AdmissionRequest` and a `Decision` back into an AdmissionReview. Two kinds of bad input:
 
 - `ReviewError`: the body cannot be answered as an AdmissionReview at all (not JSON, wrong
-  apiVersion/kind, no `request`, no `uid`, too large). The HTTP layer answers 400.
+  apiVersion/kind, no `request`, no `uid`): the HTTP layer answers 400 (and bounds the body's size).
 - Everything else that is wrong but carries a `uid` is decoded as far as possible and left to
   the decision, which rejects it with a clear message (never an allow).
 """
@@ -105,8 +105,6 @@ class AdmissionRequest:
 
 def decode_review(body: bytes | str) -> AdmissionRequest:
     """Parse an AdmissionReview body; raises `ReviewError` when there is nothing to answer."""
-    if len(body) > MAX_BODY_BYTES:
-        raise ReviewError(f"request body larger than {MAX_BODY_BYTES} bytes")
     try:
         review = loads(body)
     except _DECODE_ERRORS:

@@ -16,7 +16,7 @@ from trustgate.cluster.api import api_client
 from trustgate.cluster.cache import ClusterCache
 from trustgate.cluster.reports import publish
 from trustgate.cluster.resources import REPORTS
-from trustgate.core.node import NO_REPORT
+from trustgate.core.reasons import NO_REPORT
 
 pytestmark = pytest.mark.e2e
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

@@ -17,6 +17,7 @@ from extender.filter import (
     requirement_of,
 )
 from trustgate.core.policy import pod_facts
+from trustgate.core.reasons import NO_REPORT
 
 # --- prioritize ---------------------------------------------------------------------------------
 
@@ -168,7 +169,7 @@ def plain(snapshot, pod, names, now):
         verdict = snapshot.evaluate(requirement, snapshot.node(name), now)
         clean[name] = verdict.passed
         if verdict.blocked:
-            failed[name] = "; ".join(verdict.reasons(verdict.enforced_failures))
+            failed[name] = tuple(verdict.reasons(verdict.enforced_failures))
         else:
             passed.append(name)
     return passed, failed, clean
@@ -193,7 +194,7 @@ def test_memoized_filter_equals_plain_evaluate(world: World, kind: str, seed: in
         passed_objects = [n["metadata"]["name"] for n in by_object.passed]
         assert [n for n in passed_objects if n != "ghost"] == [n for n in expected_passed if n != "ghost"]
         # As an object, the ghost is a node without a report rather than an unknown name.
-        assert by_object.failed.get("ghost", "no trust report").endswith("no trust report")
+        assert by_object.failed.get("ghost", (NO_REPORT,))[-1] == NO_REPORT
         assert {k: v for k, v in by_object.failed.items() if k != "ghost"} == {
             k: v for k, v in expected_failed.items() if k != "ghost"
         }
@@ -215,7 +216,7 @@ def test_index_follows_snapshot_changes(world: World) -> None:
     pod = trust_pod()
     assert filter_nodes(world.snapshot(), pod, ["a"], NOW, True, index).passed == ["a"]
     del world.reports["a"]
-    assert filter_nodes(world.snapshot(), pod, ["a"], NOW, True, index).failed == {"a": "no trust report"}
+    assert filter_nodes(world.snapshot(), pod, ["a"], NOW, True, index).failed == {"a": (NO_REPORT,)}
 
 
 def test_index_is_bounded(world: World) -> None:

@@ -221,7 +221,7 @@ def test_not_synced_is_an_error_for_every_pod(failing_world: World, pod) -> None
     client = failing_world.client()
     for args in (names_args(pod, ["good"]), nodes_args(pod, failing_world.node_objects(["good"]))):
         result = post(client, args)
-        assert result["Error"] == NOT_SYNCED
+        assert result["Error"] == "trustgate: " + NOT_SYNCED.message
         assert result["NodeNames"] is None and result["Nodes"] is None
 
 

@@ -189,7 +189,8 @@ from extender import wire
 assert wire.JSON_LIBRARY == "json", wire.JSON_LIBRARY
 args = wire.decode_args(json.dumps({"pod": {}, "nodenames": ["a", "\u00e9"]}).encode())
 assert args.node_names == ["a", "\u00e9"]
-reply = json.loads(wire.encode_filter_result(args, ["\u00e9"], {"a": "no trust report"}))
+from trustgate.core.reasons import NO_REPORT
+reply = json.loads(wire.encode_filter_result(args, ["\u00e9"], {"a": (NO_REPORT,)}))
 assert reply["NodeNames"] == ["\u00e9"] and reply["FailedAndUnresolvableNodes"] == {"a": "no trust report"}
 try:
     wire.decode_args(b"[" * 100000)

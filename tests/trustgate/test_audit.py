@@ -136,11 +136,16 @@ def test_audit_log_fans_out_and_survives_a_failing_sink(tmp_path: Path) -> None:
     assert log.failures("broken") == 1 and log.failures("jsonl") == 1 and log.failures("memory") == 0
 
 
-def test_audit_log_counts_by_decision_and_reason_category() -> None:
+def test_audit_log_counts_by_decision_and_reason_code() -> None:
     registry = CollectorRegistry()
     log = AuditLog([], registry=registry)
-    log.record(make(reasons=["level kernel not trusted", "level runtime not trusted", "no trust report"]))
-    log.record(make(decision="warned", reasons=["asset tag country=EU not in [US]"]))
+    log.record(
+        make(
+            reasons=["level kernel not trusted", "level runtime not trusted", "no trust report"],
+            codes=["level", "no_report"],
+        )
+    )
+    log.record(make(decision="warned", reasons=["asset tag country=EU not in [US]"], codes=["asset_tag"]))
 
     def count(decision: str, reason: str) -> float | None:
         return registry.get_sample_value("trustgate_audit_records_total", {"decision": decision, "reason": reason})

@@ -20,6 +20,7 @@ from trustgate.core.policy import (
     Verdict,
     pod_facts,
 )
+from trustgate.core.reasons import Code, Reason, messages
 from trustgate.core.report import LEVELS
 from trustgate.core.snapshot import Snapshot
 
@@ -57,7 +58,7 @@ def decide(snapshot: Snapshot, pod: dict[str, Any], node: str = "n1", now: float
 def reasons(snapshot: Snapshot, pod: dict[str, Any], node: str = "n1", now: float = LATER) -> list[str]:
     verdict = decide(snapshot, pod, node, now)
     assert verdict is not None, "the pod was expected to require trust"
-    return verdict.reasons()
+    return messages(verdict.reasons())
 
 
 def affinity(key: str, operator: str, *values: str) -> list[dict[str, Any]]:
@@ -104,7 +105,7 @@ def test_a_pod_selecting_trusted_nodes_requires_all_five_levels(good: Snapshot, 
 def test_a_trusted_node_passes_a_trust_requiring_pod(good: Snapshot) -> None:
     verdict = decide(good, pod_object(node_selector=TRUSTED))
 
-    assert verdict is not None and verdict.passed and not verdict.blocked and verdict.reasons() == []
+    assert verdict is not None and verdict.passed and not verdict.blocked and messages(verdict.reasons()) == []
 
 
 def test_a_node_failing_one_level_fails_naming_the_level(issuer: Issuer) -> None:
@@ -386,7 +387,7 @@ def test_enforcement_decides_whether_a_failure_blocks(issuer: Issuer, enforcemen
     assert verdict is not None and not verdict.passed
     assert verdict.blocked is blocked
     assert snapshot.requirement(pod_facts(pod_object())).enforced is blocked
-    assert verdict.reasons() == ["no trust report"]
+    assert messages(verdict.reasons()) == ["no trust report"]
     assert verdict.failures[0].source.enforcement == (enforcement or "Enforce")
 
 
@@ -398,7 +399,7 @@ def test_a_warn_policy_does_not_soften_the_pods_own_trust_selector(issuer: Issue
     assert verdict is not None and verdict.blocked
     assert [f.source.name for f in verdict.enforced_failures] == [NODE_AFFINITY]
     assert [f.source.name for f in verdict.failures] == [NODE_AFFINITY, "TrustPolicy p"]
-    assert verdict.reasons() == ["no trust report"]  # the same reason from both sources, named once
+    assert messages(verdict.reasons()) == ["no trust report"]  # the same reason from both sources, named once
 
 
 @pytest.mark.parametrize(
@@ -434,14 +435,14 @@ def test_an_invalid_trust_policy_fails_closed_with_its_error_as_the_reason(good:
     verdict = decide(snapshot, pod_object(namespace="anywhere"))  # a pod no valid policy would select
 
     assert verdict is not None and verdict.blocked  # even a broken Warn policy blocks: we cannot trust its text
-    (reason,) = verdict.reasons()
+    (reason,) = messages(verdict.reasons())
     assert reason.startswith("TrustPolicy broken is invalid: ") and error in reason
 
 
 def test_a_trust_policy_whose_spec_is_not_an_object_is_invalid() -> None:
     policy = TrustPolicy.from_resource({"metadata": {"name": "odd"}, "spec": "Enforce"})
 
-    assert policy.error == "TrustPolicy odd is invalid: spec must be an object"
+    assert policy.error == Reason(Code.POLICY_INVALID, "TrustPolicy odd is invalid: spec must be an object")
 
 
 def test_a_valid_trust_policy_is_parsed_with_its_defaults() -> None:
@@ -519,8 +520,8 @@ def test_a_node_object_given_by_the_caller_is_assessed_with_the_cached_report(is
 
     assert snapshot.node_from_object(node_object("n1")) is snapshot.node("n1")
     rebooted = snapshot.node_from_object(node_object("n1", boot_id="rebooted"))
-    assert rebooted.failure == "report predates the node's last reboot (boot id differs)"
-    assert snapshot.node_from_object(node_object("n9")).failure == "no trust report"
+    assert rebooted.failure == Reason(Code.REBOOTED, "report predates the node's last reboot (boot id differs)")
+    assert snapshot.node_from_object(node_object("n9")).failure == Reason(Code.NO_REPORT, "no trust report")
 
 
 def test_the_node_identity_is_read_from_node_info(issuer: Issuer) -> None:

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from trustgate.core.labels import ASSET_LABEL_PREFIX, TRUSTED_LABEL
-from trustgate.core.node import NO_REPORT, UNKNOWN_NODE, NodeTrust
+from trustgate.core.node import NodeTrust
 from trustgate.core.policy import (
     Enforcement,
     PodFacts,
@@ -34,8 +34,9 @@ from trustgate.core.policy import (
     evaluate,
     pod_facts,
 )
+from trustgate.core.reasons import NO_REPORT, UNKNOWN_NODE, Reason
 from trustgate.core.report import LEVELS, ReportVerifier
-from trustgate.core.snapshot import Snapshot
+from trustgate.core.snapshot import Snapshot, StaticCluster
 
 EXAMPLES = int(os.environ.get("TRUSTGATE_FUZZ_EXAMPLES", "10000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -389,9 +390,9 @@ def facts_or_none(pod: Any) -> PodFacts | None:
     return facts
 
 
-def snapshot_of(nodes: list[Any], policies: list[Any], spaces: dict[str, Any], pods: list[Any] = ()) -> Snapshot:
+def snapshot_of(nodes: list[Any], policies: list[Any], spaces: dict[str, Any]) -> Snapshot:
     tokens = reports()
-    return Snapshot.build(verifier(), nodes=nodes, reports=tokens, policies=policies, namespaces=spaces, pods=pods)
+    return Snapshot.build(verifier(), nodes=nodes, reports=tokens, policies=policies, namespaces=spaces)
 
 
 def verdict_summary(verdict: Verdict | None) -> Any:
@@ -438,7 +439,7 @@ def test_a_trust_policy_is_always_parsed_and_a_malformed_one_fails_closed(resour
     facts = pod_facts(pod)
     if policy.error is not None:
         event("invalid policy")
-        assert policy.error.startswith(f"TrustPolicy {policy.name} is invalid: ")
+        assert policy.error.message.startswith(f"TrustPolicy {policy.name} is invalid: ")
         assert policy.selects(facts, {}) and policy.selects(facts, {"any": "labels"})
         requirement = Snapshot(verifier(), policies=(policy,)).requirement(facts)
         assert requirement is not None and requirement.enforced
@@ -461,7 +462,8 @@ def test_a_trust_policy_is_always_parsed_and_a_malformed_one_fails_closed(resour
     node_resources(),
 )
 def test_building_a_snapshot_and_evaluating_never_raise(nodes, policies, spaces, pod, others, extra_node) -> None:
-    snapshot = snapshot_of(nodes, policies, spaces, pods=[pod, *others])
+    snapshot = snapshot_of(nodes, policies, spaces)
+    StaticCluster(snapshot, pods=[pod, *others])
     facts = facts_or_none(pod)
     if facts is None:
         return
@@ -476,7 +478,7 @@ def test_building_a_snapshot_and_evaluating_never_raise(nodes, policies, spaces,
         if requirement is None:
             continue
         verdict = snapshot.evaluate(requirement, node, LATER)
-        assert all(isinstance(r, str) and r for r in verdict.reasons())
+        assert all(isinstance(r, Reason) and r.message for r in verdict.reasons())
         if node.failure_at(LATER, snapshot.skew) is not None:
             assert not verdict.passed  # a node that cannot be trusted never passes a trust-requiring pod
             assert verdict.blocked == requirement.enforced

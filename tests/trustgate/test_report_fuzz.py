@@ -434,7 +434,7 @@ def test_signed_claims_are_accepted_exactly_when_well_formed(pairs: list[tuple[s
             assert_bound(outcome)
             for now in (0.0, NOW, outcome.issued_at - 31, outcome.expires_at, outcome.expires_at + 30, MAX_DATE):
                 reason = outcome.time_failure(now, 30.0)  # names instants in its reasons: must format any of them
-                assert reason is None or isinstance(reason, str)
+                assert reason is None or isinstance(reason.message, str)
             try:
                 bound = verifier.verify_for(token, identity("n1"), NOW)
             except ReportError:

@@ -139,7 +139,6 @@ def ephemeral_update(pod: Mapping[str, Any], images: Iterable[str], **kwargs: An
 def snapshot(
     issuer: Issuer,
     policies: Iterable[Mapping[str, Any]] = (),
-    pods: Iterable[Mapping[str, Any]] = (),
     namespaces: Mapping[str, Mapping[str, str]] | None = None,
     synced: bool = True,
     extra_nodes: int = 0,
@@ -162,7 +161,6 @@ def snapshot(
             "default": {"kubernetes.io/metadata.name": "default"},
             "payments": {"kubernetes.io/metadata.name": "payments", "compliance": "pci"},
         },
-        pods=list(pods),
         synced=synced,
     )
 

@@ -41,7 +41,7 @@ def test_rejections_and_warnings_reach_trustctl_audit(
     event_sink = EventSink(events)
     audit = AuditLog([JsonLinesSink(path), event_sink])
     bound = pod_object(name="vault", node_selector=TRUST_SELECTOR)
-    client = create_app(StaticCluster(snapshot(issuer, policies=[WARN_POLICY], pods=[bound])), audit).test_client()
+    client = create_app(StaticCluster(snapshot(issuer, policies=[WARN_POLICY]), pods=[bound]), audit).test_client()
 
     client.post("/validate", json=pod_create(pod_object(name="web", node_selector=TRUST_SELECTOR, node_name=EXPIRED)))
     client.post("/validate", json=pod_binding(bound, NO_REPORT))

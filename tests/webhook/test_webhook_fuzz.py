@@ -66,15 +66,20 @@ POD_POOL = [
 
 
 @cache
-def cluster_snapshot() -> Snapshot:
+def cluster() -> StaticCluster:
     """The four-node cluster of reviews.py, every policy kind, and the pool's pods (for Bindings to find)."""
     bound = [p for p in POD_POOL if p["metadata"]["name"] != "plain"]  # `plain` is not in the cluster
-    return snapshot(Issuer(), policies=[PCI_POLICY, ENCRYPTED_POLICY, WARN_POLICY, AUDIT_POLICY], pods=bound)
+    policies = [PCI_POLICY, ENCRYPTED_POLICY, WARN_POLICY, AUDIT_POLICY]
+    return StaticCluster(snapshot(Issuer(), policies=policies), pods=bound)
+
+
+def cluster_snapshot() -> Snapshot:
+    return cluster().snapshot()
 
 
 @cache
 def client() -> FlaskClient:
-    return create_app(StaticCluster(cluster_snapshot()), AuditLog(), CollectorRegistry()).test_client()
+    return create_app(cluster(), AuditLog(), CollectorRegistry()).test_client()
 
 
 # --- reviews ------------------------------------------------------------------------------------------
@@ -192,7 +197,7 @@ def placement(review: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     if route in (("pods", "", "CREATE"), ("pods", "ephemeralcontainers", "UPDATE")):
         return obj, obj["spec"].get("nodeName") or ""
     if route in (("pods", "binding", "CREATE"), ("bindings", "", "CREATE")):
-        pod = cluster_snapshot().pods.get((request["namespace"], request["name"]))
+        pod = cluster().pods.get((request["namespace"], request["name"]))
         return pod, obj["target"]["name"]
     return None, ""
 

@@ -151,7 +151,7 @@ def test_generate_name_pod(post: Post) -> None:
 @pytest.mark.parametrize("legacy", [False, True], ids=["pods/binding", "bindings"])
 def test_binding_to_failing_node_is_rejected(issuer: Issuer, audit: AuditLog, audit_path: Path, legacy: bool) -> None:
     pod = pod_object(name="vault", labels={"app": "vault"}, node_selector=TRUST_SELECTOR)
-    client = create_app(StaticCluster(snapshot(issuer, pods=[pod])), audit).test_client()
+    client = create_app(StaticCluster(snapshot(issuer), pods=[pod]), audit).test_client()
     review = pod_binding(pod, EXPIRED, legacy=legacy)
     body = client.post("/validate", json=review).get_json()
     response = body["response"]
@@ -165,21 +165,26 @@ def test_binding_to_failing_node_is_rejected(issuer: Issuer, audit: AuditLog, au
 @pytest.mark.parametrize("legacy", [False, True], ids=["pods/binding", "bindings"])
 def test_binding_to_trusted_node_is_allowed(issuer: Issuer, audit: AuditLog, legacy: bool) -> None:
     pod = pod_object(name="vault", node_selector=TRUST_SELECTOR)
-    client = create_app(StaticCluster(snapshot(issuer, pods=[pod])), audit).test_client()
+    client = create_app(StaticCluster(snapshot(issuer), pods=[pod]), audit).test_client()
     assert_plain_allow(client.post("/validate", json=pod_binding(pod, TRUSTED, legacy=legacy)).get_json()["response"])
 
 
 def test_binding_of_pod_not_requiring_trust_is_allowed(issuer: Issuer, audit: AuditLog) -> None:
     pod = pod_object(name="plain")
-    client = create_app(StaticCluster(snapshot(issuer, pods=[pod])), audit).test_client()
+    client = create_app(StaticCluster(snapshot(issuer), pods=[pod]), audit).test_client()
     assert_plain_allow(client.post("/validate", json=pod_binding(pod, NO_REPORT)).get_json()["response"])
 
 
 class LiveCluster(StaticCluster):
     """A snapshot that has not seen a pod yet, with the apiserver's answer for a live GET."""
 
-    def __init__(self, snapshot: Snapshot, live: Mapping[tuple[str, str], Mapping[str, Any]] | None = None) -> None:
-        super().__init__(snapshot)
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        live: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+        pods: list[Mapping[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(snapshot, pods or [])
         self.live = dict(live or {})
         self.gets: list[tuple[str, str]] = []
 
@@ -203,7 +208,7 @@ def test_binding_with_a_stale_snapshot_pod_asks_the_apiserver(issuer: Issuer, au
     old = pod_object(name="web")
     old["metadata"]["uid"] = "old-uid"
     new = pod_object(name="web", node_selector=TRUST_SELECTOR)
-    cluster = LiveCluster(snapshot(issuer, pods=[old]), {("default", "web"): new})
+    cluster = LiveCluster(snapshot(issuer), {("default", "web"): new}, pods=[old])
     client = create_app(cluster, audit).test_client()
     response = client.post("/validate", json=pod_binding(new, EXPIRED)).get_json()["response"]
     assert cluster.gets == [("default", "web")]
@@ -309,6 +314,7 @@ def test_audit_policy_admits_and_records_only(post: Post, audit_path: Path) -> N
     assert response["auditAnnotations"]["trustgate-decision"] == "audited"
     [record] = records(audit_path)
     assert record["decision"] == "audited" and record["reasons"] == ["no trust report"]
+    assert record["codes"] == ["no_report"]
 
 
 def test_enforce_wins_over_warn_and_keeps_the_warnings(post: Post, audit_path: Path) -> None:
@@ -369,7 +375,7 @@ def test_dry_run_decides_the_same_but_records_nothing(
 @pytest.fixture
 def unsynced(issuer: Issuer, audit: AuditLog) -> Any:
     pod = pod_object(name="vault")
-    cluster = StaticCluster(snapshot(issuer, policies=[PCI_POLICY], pods=[pod], synced=False))
+    cluster = StaticCluster(snapshot(issuer, policies=[PCI_POLICY], synced=False), pods=[pod])
     return create_app(cluster, audit).test_client()
 
 

@@ -46,6 +46,7 @@ class AuditRecord:
     enforcement: str
     decision: str  # rejected | warned | audited
     reasons: list[str] = field(default_factory=list)
+    codes: list[str] = field(default_factory=list)  # the reasons' stable codes (trustgate.core.reasons.Code)
     pod_uid: str = ""  # the pod's uid when it exists (Events point at the pod then)
 
     @property
@@ -66,11 +67,11 @@ class AuditRecord:
         values: dict[str, Any] = {}
         for f in fields(cls):
             value = data.get(f.name)
-            if f.name == "reasons":
+            if f.name in ("reasons", "codes"):
                 if value is None:
                     value = []
                 if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
-                    raise ValueError("audit record reasons must be a list of strings")
+                    raise ValueError(f"audit record {f.name} must be a list of strings")
                 values[f.name] = list(value)
             elif value is None:
                 if f.name in ("time", "decision"):

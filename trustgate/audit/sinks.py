@@ -29,7 +29,7 @@ from trustgate.audit.record import (
     RECORD_ANNOTATION,
     AuditRecord,
 )
-from trustgate.core.reasons import CATEGORIES, reason_category
+from trustgate.core.reasons import CODES, Code
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class AuditLog:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.records_total = Counter(
             "trustgate_audit_records_total",
-            "Audit records of rejections and policy violations, by decision and reason category",
+            "Audit records of rejections and policy violations, by decision and reason code",
             ["decision", "reason"],
             registry=self.registry,
         )
@@ -217,18 +217,24 @@ class AuditLog:
             registry=self.registry,
         )
         for decision in DECISIONS:
-            for category in CATEGORIES:
-                self.records_total.labels(decision, category)
+            for code in CODES:
+                self.records_total.labels(decision, code)
         for sink in self.sinks:
             self.write_failures_total.labels(sink.name)
             attach = getattr(sink, "attach", None)
             if callable(attach):
                 attach(self._sink_failed)
 
+    def expose(self, registry: CollectorRegistry) -> None:
+        """Show this log's counters in `registry` too (an app's `/metrics`)."""
+        if registry is not self.registry:
+            registry.register(self.records_total)
+            registry.register(self.write_failures_total)
+
     def record(self, record: AuditRecord) -> None:
         try:
-            for category in {reason_category(r) for r in record.reasons} or {"other"}:
-                self.records_total.labels(record.decision, category).inc()
+            for code in record.codes or [Code.INTERNAL.value]:
+                self.records_total.labels(record.decision, code).inc()
         except Exception:  # a bad label never stops the record
             log.exception("cannot count audit record")
         for sink in self.sinks:

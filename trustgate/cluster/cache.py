@@ -31,7 +31,7 @@ from trustgate.cluster.resources import NAMESPACES, NODES, PODS, POLICIES, REPOR
 from trustgate.core.node import NodeTrust, assess, node_identity, node_labels
 from trustgate.core.policy import TrustPolicy
 from trustgate.core.report import NodeIdentity, ReportVerifier
-from trustgate.core.snapshot import Snapshot
+from trustgate.core.snapshot import PodSource, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class _NodeFacts:
     labels: Mapping[str, str]
 
 
-class ClusterCache:
+class ClusterCache(PodSource):
     """A `ClusterView` fed by watches. `snapshot()` is cheap: it rebuilds only after a change."""
 
     def __init__(self, api: ApiClient, verifier: ReportVerifier, watch_pods: bool = False) -> None:
@@ -218,9 +218,11 @@ class ClusterCache:
                     tokens=MappingProxyType(dict(self._tokens)),
                     policies=tuple(self._policies.values()),
                     namespaces=MappingProxyType(dict(self._namespaces)),
-                    pods=MappingProxyType(dict(self._pods)),
                 )
             return self._snapshot
+
+    def cached_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self._pods.get((namespace, name))
 
     def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return get_object(self.api, f"/api/v1/namespaces/{namespace}/pods/{name}")

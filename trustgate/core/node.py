@@ -13,10 +13,8 @@ from types import MappingProxyType
 from typing import Any
 
 from trustgate.core.labels import TRUSTED_LABEL, asset_label, is_trust_label
+from trustgate.core.reasons import NO_REPORT, Code, Reason
 from trustgate.core.report import NodeIdentity, ReportError, ReportVerifier, TrustReport
-
-NO_REPORT = "no trust report"
-UNKNOWN_NODE = "node not found in the cluster"
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -28,12 +26,12 @@ class NodeTrust:
     name: str
     labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     report: TrustReport | None = None
-    failure: str | None = NO_REPORT
+    failure: Reason | None = NO_REPORT
     signed_labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # asset labels from the verified report
     trusted_levels: frozenset[str] = frozenset()
     identity: NodeIdentity | None = None
 
-    def failure_at(self, now: float, skew: float) -> str | None:
+    def failure_at(self, now: float, skew: float) -> Reason | None:
         """Why the node cannot be trusted at `now`, before looking at any pod's requirement."""
         if self.failure is not None:
             return self.failure
@@ -96,10 +94,13 @@ def assess(
         report = verifier.verify(token)
     except ReportError as error:
         return NodeTrust(
-            name=identity.name, labels=labels, failure=f"trust report invalid: {error.reason}", identity=identity
+            name=identity.name,
+            labels=labels,
+            failure=Reason(Code.INVALID_REPORT, f"trust report invalid: {error.reason}"),
+            identity=identity,
         )
     failure = report.binding_failure(identity)
-    if failure:
+    if failure is not None:
         return NodeTrust(name=identity.name, labels=labels, report=report, failure=failure, identity=identity)
     return NodeTrust(
         name=identity.name,

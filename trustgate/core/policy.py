@@ -18,6 +18,7 @@ from typing import Any
 from trustgate.core import images
 from trustgate.core.labels import ASSET_LABEL_PREFIX, TRUSTED_LABEL, is_trust_label
 from trustgate.core.node import NodeTrust
+from trustgate.core.reasons import Code, Reason
 from trustgate.core.report import LEVELS
 from trustgate.core.selectors import (
     LabelSelector,
@@ -30,6 +31,7 @@ from trustgate.core.selectors import (
 
 ALL_LEVELS = frozenset(LEVELS)
 NODE_AFFINITY = "node affinity"
+_LEVEL_REASONS = {level: Reason(Code.LEVEL, f"level {level} not trusted") for level in LEVELS}
 SELECT_ALL = LabelSelector()
 
 
@@ -55,7 +57,7 @@ class TrustPolicy:
     required_levels: frozenset[str] = ALL_LEVELS
     required_asset_tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     enforcement: Enforcement = Enforcement.ENFORCE
-    error: str | None = None
+    error: Reason | None = None
 
     def selects(self, pod: PodFacts, namespace_labels: Mapping[str, str]) -> bool:
         if self.error is not None:
@@ -79,7 +81,7 @@ class TrustPolicy:
                 raise PolicyError("not an object")
             return _parse_policy(name, resource.get("spec") or {})
         except (PolicyError, SelectorError, TypeError, AttributeError) as error:
-            return cls(name=name, error=f"TrustPolicy {name} is invalid: {error}")
+            return cls(name=name, error=Reason(Code.POLICY_INVALID, f"TrustPolicy {name} is invalid: {error}"))
 
 
 def _parse_policy(name: str, spec: Mapping[str, Any]) -> TrustPolicy:
@@ -172,7 +174,7 @@ class Source:
     enforcement: Enforcement
     levels: frozenset[str]
     asset_tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    policy_error: str | None = None
+    policy_error: Reason | None = None
 
 
 @dataclass(frozen=True)
@@ -228,7 +230,7 @@ def _demands_trust(requirement: Requirement) -> bool:
 @dataclass(frozen=True)
 class Failure:
     source: Source
-    reasons: tuple[str, ...]
+    reasons: tuple[Reason, ...]
 
 
 @dataclass(frozen=True)
@@ -248,9 +250,9 @@ class Verdict:
     def blocked(self) -> bool:
         return bool(self.enforced_failures)
 
-    def reasons(self, failures: Iterable[Failure] | None = None) -> list[str]:
+    def reasons(self, failures: Iterable[Failure] | None = None) -> list[Reason]:
         """Every distinct failed check, in order."""
-        seen: dict[str, None] = {}
+        seen: dict[Reason, None] = {}
         for failure in self.failures if failures is None else failures:
             seen.update(dict.fromkeys(failure.reasons))
         return list(seen)
@@ -261,15 +263,14 @@ def evaluate(requirement: TrustRequirement, node: NodeTrust, now: float, skew: f
     base = node.failure_at(now, skew)
     failures: list[Failure] = []
     for source in requirement.sources:
-        if source.policy_error:
+        reasons: list[Reason]
+        if source.policy_error is not None:
             reasons = [source.policy_error]
-        elif base:
+        elif base is not None:
             reasons = [base]
         else:
             reasons = [
-                f"level {level} not trusted"
-                for level in LEVELS
-                if level in source.levels and level not in node.trusted_levels
+                _LEVEL_REASONS[level] for level in LEVELS if level in source.levels and level not in node.trusted_levels
             ]
             reasons += _asset_tag_reasons(source, node)
             if source.name == NODE_AFFINITY and requirement.constraints is not None:
@@ -279,51 +280,53 @@ def evaluate(requirement: TrustRequirement, node: NodeTrust, now: float, skew: f
     return Verdict(node=node.name, failures=tuple(failures))
 
 
-def _asset_tag_reasons(source: Source, node: NodeTrust) -> list[str]:
+def _asset_tag_reasons(source: Source, node: NodeTrust) -> list[Reason]:
     tags = node.report.asset_tags if node.report else {}
     reasons = []
     for tag, wanted in source.asset_tags.items():
         actual = tags.get(tag)
         if actual is None:
-            reasons.append(f"asset tag {tag} missing, {source.name} requires {wanted}")
+            reasons.append(Reason(Code.ASSET_TAG, f"asset tag {tag} missing, {source.name} requires {wanted}"))
         elif actual != wanted:
-            reasons.append(f"asset tag {tag}={actual} not in [{wanted}]")
+            reasons.append(Reason(Code.ASSET_TAG, f"asset tag {tag}={actual} not in [{wanted}]"))
     return reasons
 
 
-def _constraint_reasons(requirement: TrustRequirement, node: NodeTrust, trusted: bool) -> list[str]:
+def _constraint_reasons(requirement: TrustRequirement, node: NodeTrust, trusted: bool) -> list[Reason]:
     constraints = requirement.constraints
     assert constraints is not None
     labels = node.label_view(trusted=trusted, include_unsigned=requirement.constraints_use_other_labels)
     if constraints.matches(labels, node.name):
         return []
-    reasons = [_requirement_reason(r, labels) for r in constraints.node_selector if not r.matches(labels)]
+    failed = [r for r in constraints.node_selector if not r.matches(labels)]
     for term in constraints.terms or ():
-        reasons += [_requirement_reason(r, labels) for r in term.expressions if not r.matches(labels)]
-    reasons = [r for r in reasons if r]
+        failed += [r for r in term.expressions if not r.matches(labels)]
+    reasons = [reason for reason in (_requirement_reason(r, labels) for r in failed) if reason is not None]
     if reasons or not trusted:  # not trusted: the level reasons already say why
         return reasons
-    return ["node affinity not satisfied by the node's verified labels"]
+    return [Reason(Code.NODE_LABEL, "node affinity not satisfied by the node's verified labels")]
 
 
-def _requirement_reason(requirement: Requirement, labels: Mapping[str, str]) -> str:
+def _requirement_reason(requirement: Requirement, labels: Mapping[str, str]) -> Reason | None:
     key = requirement.key
     if key == TRUSTED_LABEL:
-        return ""  # a false `trusted` already has its level reasons
+        return None  # a false `trusted` already has its level reasons
     if not key.startswith(ASSET_LABEL_PREFIX):
-        return f"node label {requirement.describe()} not satisfied"
+        return Reason(Code.NODE_LABEL, f"node label {requirement.describe()} not satisfied")
     tag, value, values = key[len(ASSET_LABEL_PREFIX) :], labels.get(key), ", ".join(requirement.values)
     op = requirement.operator
     if op == "In":
-        return (
+        message = (
             f"asset tag {tag}={value} not in [{values}]"
             if value is not None
             else f"asset tag {tag} missing, required in [{values}]"
         )
-    if op == "NotIn":
-        return f"asset tag {tag}={value} is excluded by [{values}]"
-    if op == "Exists":
-        return f"asset tag {tag} missing"
-    if op == "DoesNotExist":
-        return f"asset tag {tag}={value} present, must be absent"
-    return f"asset tag {tag}={value} fails {requirement.describe()}"
+    elif op == "NotIn":
+        message = f"asset tag {tag}={value} is excluded by [{values}]"
+    elif op == "Exists":
+        message = f"asset tag {tag} missing"
+    elif op == "DoesNotExist":
+        message = f"asset tag {tag}={value} present, must be absent"
+    else:
+        message = f"asset tag {tag}={value} fails {requirement.describe()}"
+    return Reason(Code.ASSET_TAG, message)

@@ -1,49 +1,57 @@
-"""Failure reasons in a small, fixed set of categories: bounded label values for metrics.
+"""Why a node fails a pod's requirement, or why a request is refused: a stable code and a message.
 
-Reasons are human sentences (report.py, node.py, policy.py and the services write them); a
-metric must not carry them verbatim, or every node name and timestamp becomes a new series.
+As kube-scheduler's framework keeps a `Status` code apart from its message, every failure the core
+finds is a `Reason`: metrics, audit categories and tests use its `code` (a small, fixed set of
+label values), operators read its `message`. Only the encoders (the extender's and the webhook's
+wire formats, audit sinks, the CLI) join messages into text.
 """
 
 from __future__ import annotations
 
-from trustgate.core.node import NO_REPORT, UNKNOWN_NODE
-
-CACHE_NOT_READY = "trust cache not ready"
-POD_NOT_FOUND = "pod not found"
-
-# A reason's category is that of its first matching prefix; joined reasons count by the first.
-_PREFIXES: tuple[tuple[str, str], ...] = (
-    (NO_REPORT, "no_report"),
-    (UNKNOWN_NODE, "unknown_node"),
-    ("trust report invalid", "invalid_report"),
-    ("trust report expired", "expired"),
-    ("trust report not valid before", "not_yet_valid"),
-    ("trust report issued in the future", "not_yet_valid"),
-    ("report bound to another host", "bound_elsewhere"),
-    ("node reports no system UUID", "bound_elsewhere"),
-    ("report predates the node's last reboot", "rebooted"),
-    ("level ", "level"),
-    ("asset tag ", "asset_tag"),
-    ("node label ", "node_label"),
-    ("node affinity", "node_label"),
-    ("TrustPolicy ", "policy_invalid"),
-)
-# Service-level failures, found anywhere in a message.
-_NEEDLES: tuple[tuple[str, str], ...] = (
-    (CACHE_NOT_READY, "not_ready"),
-    (POD_NOT_FOUND, "pod_not_found"),
-    ("cannot determine", "policy_invalid"),
-    ("malformed", "bad_request"),
-    ("internal error", "internal"),
-)
-CATEGORIES: tuple[str, ...] = tuple(dict.fromkeys([c for _, c in _PREFIXES + _NEEDLES] + ["other"]))
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 
-def reason_category(reason: str) -> str:
-    for prefix, category in _PREFIXES:
-        if reason.startswith(prefix):
-            return category
-    for needle, category in _NEEDLES:
-        if needle in reason:
-            return category
-    return "other"
+class Code(enum.StrEnum):
+    NO_REPORT = "no_report"
+    UNKNOWN_NODE = "unknown_node"
+    INVALID_REPORT = "invalid_report"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    BOUND_ELSEWHERE = "bound_elsewhere"
+    REBOOTED = "rebooted"
+    LEVEL = "level"
+    ASSET_TAG = "asset_tag"
+    NODE_LABEL = "node_label"
+    POLICY_INVALID = "policy_invalid"
+    # Refusals of a request rather than failures of a node:
+    NOT_READY = "not_ready"
+    POD_NOT_FOUND = "pod_not_found"
+    BAD_REQUEST = "bad_request"
+    INTERNAL = "internal"
+
+
+CODES: tuple[Code, ...] = tuple(Code)
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    code: Code
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def describe(reasons: Iterable[Reason]) -> str:
+    """The messages of `reasons`, joined for one line of text."""
+    return "; ".join(reason.message for reason in reasons)
+
+
+def messages(reasons: Iterable[Reason]) -> list[str]:
+    return [reason.message for reason in reasons]
+
+
+NO_REPORT = Reason(Code.NO_REPORT, "no trust report")
+UNKNOWN_NODE = Reason(Code.UNKNOWN_NODE, "node not found in the cluster")

@@ -2,7 +2,7 @@
 
 Verification has two halves. `ReportVerifier.verify` checks what never changes for a
 given token (structure, signature, issuer, audience, claim types, lifetime) and caches
-the outcome by token. `TrustReport.failure` checks what depends on the node and the
+the outcome by token. `TrustReport.binding_failure` and `time_failure` check what depends on the node and the
 clock (host binding, expiry) and runs at every decision, so a cached report can never
 outlive its `exp`.
 """
@@ -23,6 +23,7 @@ from typing import Any
 from jwt.algorithms import get_default_algorithms
 
 from trustgate.core.keys import ALLOWED_ALGORITHMS, KeySet
+from trustgate.core.reasons import Code, Reason
 
 LEVELS: tuple[str, ...] = ("firmware", "boot", "bootloader", "kernel", "runtime")
 AUDIENCE = "trustgate"
@@ -104,26 +105,29 @@ class TrustReport:
     def trusted_levels(self) -> frozenset[str]:
         return frozenset(level for level, ok in self.levels.items() if ok)
 
-    def binding_failure(self, node: NodeIdentity) -> str | None:
+    def binding_failure(self, node: NodeIdentity) -> Reason | None:
         """Why this report does not describe `node`, or None when it is bound to it."""
         if self.node != node.name:
-            return f"report bound to another host (issued for node {self.node})"
+            return Reason(Code.BOUND_ELSEWHERE, f"report bound to another host (issued for node {self.node})")
         if not node.system_uuid:
-            return "node reports no system UUID to bind the report to"
+            return Reason(Code.BOUND_ELSEWHERE, "node reports no system UUID to bind the report to")
         if self.system_uuid.casefold() != node.system_uuid.casefold():
-            return f"report bound to another host (system UUID {self.system_uuid}, node has {node.system_uuid})"
+            return Reason(
+                Code.BOUND_ELSEWHERE,
+                f"report bound to another host (system UUID {self.system_uuid}, node has {node.system_uuid})",
+            )
         if self.boot_id is not None and self.boot_id != node.boot_id:
-            return "report predates the node's last reboot (boot id differs)"
+            return Reason(Code.REBOOTED, "report predates the node's last reboot (boot id differs)")
         return None
 
-    def time_failure(self, now: float, skew: float) -> str | None:
+    def time_failure(self, now: float, skew: float) -> Reason | None:
         """Why the report is not valid at `now`, or None while it is."""
         if now >= self.expires_at + skew:
-            return f"trust report expired at {format_time(self.expires_at)}"
+            return Reason(Code.EXPIRED, f"trust report expired at {format_time(self.expires_at)}")
         if self.not_before is not None and now + skew < self.not_before:
-            return f"trust report not valid before {format_time(self.not_before)}"
+            return Reason(Code.NOT_YET_VALID, f"trust report not valid before {format_time(self.not_before)}")
         if now + skew < self.issued_at:
-            return f"trust report issued in the future ({format_time(self.issued_at)})"
+            return Reason(Code.NOT_YET_VALID, f"trust report issued in the future ({format_time(self.issued_at)})")
         return None
 
     def to_claims(self) -> dict[str, Any]:
@@ -188,8 +192,8 @@ class ReportVerifier:
         """`verify`, then the node binding and the time checks at `now`."""
         report = self.verify(token)
         reason = report.binding_failure(node) or report.time_failure(now, self.settings.skew_seconds)
-        if reason:
-            raise ClaimError(reason)
+        if reason is not None:
+            raise ClaimError(reason.message)
         return report
 
     def cache_len(self) -> int:

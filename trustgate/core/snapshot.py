@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from trustgate.core.node import UNKNOWN_NODE, NodeTrust, assess, node_identity, node_labels
+from trustgate.core.node import NodeTrust, assess, node_identity, node_labels
 from trustgate.core.policy import PodFacts, TrustPolicy, TrustRequirement, Verdict, evaluate, requirement_for
+from trustgate.core.reasons import UNKNOWN_NODE
 from trustgate.core.report import ReportVerifier
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -28,9 +29,6 @@ class Snapshot:
     tokens: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # node name -> report token
     policies: tuple[TrustPolicy, ...] = ()
     namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: _EMPTY)  # name -> labels
-    pods: Mapping[tuple[str, str], Mapping[str, Any]] = field(
-        default_factory=lambda: _EMPTY
-    )  # (namespace, name) -> Pod
     built_at: float = field(default_factory=time.time)
 
     @property
@@ -65,7 +63,6 @@ class Snapshot:
         reports: Mapping[str, str] | None = None,
         policies: Iterable[Mapping[str, Any]] = (),
         namespaces: Mapping[str, Mapping[str, str]] | None = None,
-        pods: Iterable[Mapping[str, Any]] = (),
         synced: bool = True,
     ) -> Snapshot:
         """A snapshot from plain Kubernetes objects (as JSON) and report tokens by node name."""
@@ -84,8 +81,49 @@ class Snapshot:
             tokens=MappingProxyType(tokens),
             policies=tuple(TrustPolicy.from_resource(p) for p in policies),
             namespaces=MappingProxyType(dict(namespaces or {})),
-            pods=MappingProxyType({_pod_key(p): p for p in pods}),
         )
+
+
+class ClusterView(Protocol):
+    """All that request handlers need from the cluster: the current snapshot, and a Binding's pod."""
+
+    def snapshot(self) -> Snapshot: ...
+
+    def find_pod(self, namespace: str, name: str, uid: str) -> Mapping[str, Any] | None:
+        """The pod named by a Binding (None: it does not exist). `uid`, when given, must match."""
+        ...
+
+
+class PodSource:
+    """`find_pod` from a local copy first and the API server second: a pod created a moment ago, or
+    replaced by one of the same name (another uid), is read live."""
+
+    def cached_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return None
+
+    def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """A live read; None when the pod does not exist."""
+        return None
+
+    def find_pod(self, namespace: str, name: str, uid: str) -> Mapping[str, Any] | None:
+        cached = self.cached_pod(namespace, name)
+        if cached is not None and (not uid or (cached.get("metadata") or {}).get("uid") in (None, "", uid)):
+            return cached
+        return self.get_pod(namespace, name)
+
+
+class StaticCluster(PodSource):
+    """A `ClusterView` over a fixed snapshot and pods, for tests and one-shot tools."""
+
+    def __init__(self, snapshot: Snapshot, pods: Iterable[Mapping[str, Any]] = ()) -> None:
+        self.current = snapshot
+        self.pods = {_pod_key(pod): pod for pod in pods}
+
+    def snapshot(self) -> Snapshot:
+        return self.current
+
+    def cached_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self.pods.get((namespace, name))
 
 
 def _pod_key(pod: Mapping[str, Any]) -> tuple[str, str]:
@@ -93,25 +131,3 @@ def _pod_key(pod: Mapping[str, Any]) -> tuple[str, str]:
     metadata = metadata if isinstance(metadata, Mapping) else {}
     namespace, name = metadata.get("namespace"), metadata.get("name")
     return (namespace if isinstance(namespace, str) else "", name if isinstance(name, str) else "")
-
-
-class ClusterView(Protocol):
-    """All that request handlers need from the cluster: the current snapshot, and a live read of a pod
-    that the snapshot does not hold (a Binding may name a pod created a moment ago)."""
-
-    def snapshot(self) -> Snapshot: ...
-
-    def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
-
-
-class StaticCluster:
-    """A `ClusterView` over a fixed snapshot, for tests and one-shot tools."""
-
-    def __init__(self, snapshot: Snapshot) -> None:
-        self.current = snapshot
-
-    def snapshot(self) -> Snapshot:
-        return self.current
-
-    def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        return self.current.pods.get((namespace, name))

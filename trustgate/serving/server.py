@@ -1,7 +1,7 @@
 """Serving a Flask (WSGI) app under gunicorn over TLS, for the extender and the webhook.
 
     serve(create_app, bind="0.0.0.0:8443", certfile=..., keyfile=..., client_ca=...)
-    python -m trustgate.serving.server module:factory --bind ... --certfile ... --keyfile ...
+    python -m trustgate.serving.server module:factory --bind ... --certfile ... --keyfile ...  # tests
 
 - TLS 1.2 minimum, ECDHE key exchange with AES-GCM or ChaCha20-Poly1305 only (TLS 1.3 suites are
   all AEAD), no compression or renegotiation, HTTP/1.1 only (no h2 via ALPN). With `client_ca`,
