@@ -171,6 +171,16 @@ def test_warn_policy_does_not_filter(failing_world: World) -> None:
     assert result["FailedAndUnresolvableNodes"] == {}
 
 
+@pytest.mark.parametrize("enforcement", ["Warn", "Audit"])
+def test_a_warn_or_audit_policy_does_not_narrow_the_pods_own_trust_selector(world: World, enforcement: str) -> None:
+    world.node("kernel", levels={"kernel": False})
+    world.node("good")
+    world.policies.append(trust_policy("firmware-only", requiredLevels=["firmware"], enforcement=enforcement))
+    result = post(world.client(), names_args(trust_pod(), ["kernel", "good"]))
+    assert result["NodeNames"] == ["good"]
+    assert result["FailedAndUnresolvableNodes"] == {"kernel": "level kernel not trusted"}
+
+
 def test_enforce_and_warn_together_block_on_the_enforced_checks_only(world: World) -> None:
     world.node("kernel", levels={"kernel": False}, asset_tags={"country": "US"})
     world.node("eu", asset_tags={"country": "EU"})

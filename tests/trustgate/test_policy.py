@@ -248,6 +248,19 @@ def test_a_narrowing_policy_also_narrows_the_pods_own_trust_selector(issuer: Iss
     assert reasons(snapshot, pod_object(node_selector=TRUSTED)) == []
 
 
+@pytest.mark.parametrize("enforcement", ["Warn", "Audit"])
+def test_a_warn_or_audit_policy_never_narrows_the_pods_own_trust_selector(issuer: Issuer, enforcement: str) -> None:
+    token = issuer.token("n1", now=NOW, levels={"kernel": False})
+    soft = trust_policy("firmware-only", requiredLevels=["firmware"], enforcement=enforcement)
+    snapshot = world(issuer, {"n1": token}, policies=(soft,))
+
+    verdict = decide(snapshot, pod_object(node_selector=TRUSTED))
+
+    assert verdict is not None and verdict.blocked
+    assert messages(verdict.reasons(verdict.enforced_failures)) == ["level kernel not trusted"]
+    assert [f.source.name for f in verdict.enforced_failures] == [NODE_AFFINITY]
+
+
 def test_a_narrowing_policy_still_fails_a_node_missing_a_level_it_requires(issuer: Issuer) -> None:
     token = issuer.token("n1", now=NOW, levels={"boot": False, "runtime": False})
     narrow = trust_policy("boot-chain", requiredLevels=["firmware", "boot"])

@@ -553,3 +553,39 @@ def test_a_trust_requiring_pod_is_blocked_on_every_node_without_a_valid_report(p
         assert verdict.blocked == requirement.enforced
     assert snapshot.node("bare").failure == NO_REPORT
     assert snapshot.node("absent").failure == UNKNOWN_NODE
+
+
+def _softened(resource: dict[str, Any], enforcement: str) -> dict[str, Any]:
+    softened = copy.deepcopy(resource)
+    softened["spec"]["enforcement"] = enforcement
+    softened["metadata"]["name"] = "added"
+    return softened
+
+
+@FUZZ
+@given(
+    pods(wellformed=True),
+    st.lists(policy_resources(wellformed=True), max_size=3),
+    policy_resources(wellformed=True),
+    st.sampled_from(["Warn", "Audit"]),
+    st.lists(node_resources(wellformed=True), min_size=1, max_size=4),
+    namespaces,
+)
+def test_adding_a_warn_or_audit_policy_never_turns_a_refusal_into_an_allow(
+    pod, policies, extra, enforcement, nodes, spaces
+) -> None:
+    facts = pod_facts(pod)
+    before = snapshot_of(nodes, policies, spaces)
+    after = snapshot_of(nodes, [*policies, _softened(extra, enforcement)], spaces)
+    old, new = before.requirement(facts), after.requirement(facts)
+    if old is None:
+        event("needed no trust before")
+        return
+    assert new is not None
+    for name in [*sorted(before.nodes), "absent"]:
+        was = before.evaluate(old, before.node(name), LATER)
+        now = after.evaluate(new, after.node(name), LATER)
+        if was.blocked:
+            event("refused before")
+            assert now.blocked, (name, was, now)
+            assert set(was.reasons(was.enforced_failures)) <= set(now.reasons(now.enforced_failures))

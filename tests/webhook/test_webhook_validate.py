@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from factories import Issuer, pod_object
+from factories import Issuer, pod_object, trust_policy
 from reviews import (
     AUDIT_POLICY,
     ENCRYPTED_POLICY,
@@ -315,6 +315,20 @@ def test_audit_policy_admits_and_records_only(post: Post, audit_path: Path) -> N
     [record] = records(audit_path)
     assert record["decision"] == "audited" and record["reasons"] == ["no trust report"]
     assert record["codes"] == ["no_report"]
+
+
+@pytest.mark.parametrize("enforcement", ["Warn", "Audit"])
+def test_a_warn_or_audit_policy_does_not_weaken_the_pods_own_trust_selector(
+    issuer: Issuer, audit: AuditLog, audit_path: Path, enforcement: str
+) -> None:
+    soft = trust_policy("firmware-only", requiredLevels=["firmware"], enforcement=enforcement)
+    client = create_app(StaticCluster(snapshot(issuer, policies=[soft])), audit).test_client()
+    pod = pod_object(name="db", node_selector=TRUST_SELECTOR, node_name=KERNEL_UNTRUSTED)
+    response = client.post("/validate", json=pod_create(pod)).get_json()["response"]
+    assert response["allowed"] is False
+    assert "level kernel not trusted (node affinity)" in response["status"]["message"]
+    [record] = records(audit_path)
+    assert record["decision"] == "rejected" and record["codes"] == ["level"]
 
 
 def test_enforce_wins_over_warn_and_keeps_the_warnings(post: Post, audit_path: Path) -> None:

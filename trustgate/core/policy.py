@@ -212,7 +212,10 @@ def requirement_for(
         for p in selected
     ]
     if uses_trust:
-        narrowed = frozenset().union(*(p.required_levels for p in selected)) if selected else ALL_LEVELS
+        # Only an Enforce policy narrows what the pod's own selectors enforce: a Warn or Audit policy adds
+        # warnings and records and never removes a check.
+        enforcing = [p.required_levels for p in selected if p.enforcement is Enforcement.ENFORCE and p.error is None]
+        narrowed = frozenset().union(*enforcing) if enforcing else ALL_LEVELS
         sources.insert(0, Source(name=NODE_AFFINITY, enforcement=Enforcement.ENFORCE, levels=narrowed))
     return TrustRequirement(
         sources=tuple(sources),
