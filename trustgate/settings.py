@@ -191,6 +191,13 @@ class TrustSettings(ClusterSettings):
         "longest accepted report lifetime, seconds", DEFAULT_MAX_LIFETIME_SECONDS, parse=seconds, flag="--max-lifetime"
     )
 
+    allow_missing_boot_id: bool = option(
+        "accept reports without boot_id (authorities that do not bind reports to a boot)",
+        False,
+        switch=True,
+        flag="--allow-reports-without-boot-id",
+    )
+
     def verifier(self) -> ReportVerifier:
         """Load the keys and build the verifier; raises `ConfigError` when that is impossible."""
         try:
@@ -199,6 +206,7 @@ class TrustSettings(ClusterSettings):
                 issuers=frozenset(self.issuers),
                 skew_seconds=self.skew_seconds,
                 max_lifetime_seconds=self.max_lifetime_seconds,
+                allow_missing_boot_id=self.allow_missing_boot_id,
             )
         except (KeyConfigError, ValueError) as error:
             raise ConfigError(str(error)) from None

@@ -618,7 +618,16 @@ def test_a_report_from_before_the_last_reboot_is_rejected(issuer: Issuer, verifi
     )
 
 
-def test_a_report_without_boot_id_is_accepted_whatever_the_node_boot_id(issuer: Issuer, verifier) -> None:
+def test_a_report_without_boot_id_is_refused_by_default(issuer: Issuer, verifier) -> None:
+    claims = issuer.claims("n1", now=NOW)
+    del claims["boot_id"]
+    token = signed(issuer, claims)
+
+    assert reject_for(verifier, token) == "required claim boot_id is missing"
+
+
+def test_a_report_without_boot_id_is_accepted_whatever_the_node_boot_id_when_allowed(issuer: Issuer) -> None:
+    verifier = issuer.verifier(allow_missing_boot_id=True)
     claims = issuer.claims("n1", now=NOW)
     del claims["boot_id"]
     token = signed(issuer, claims)

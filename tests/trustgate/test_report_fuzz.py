@@ -264,7 +264,8 @@ def claims_acceptable(claims: dict[str, Any]) -> bool:
         and all(isinstance(a, str) for a in audiences)
         and "trustgate" in audiences
         and all(_nonempty(claims[name]) for name in ("sub", "system_uuid", "jti"))
-        and ("boot_id" not in claims or _nonempty(claims["boot_id"]))
+        and "boot_id" in claims  # required unless the verifier allows reports without one
+        and _nonempty(claims["boot_id"])
         and all(_is_date(d) for d in dates)
         and 0 < claims["exp"] - claims["iat"] <= MAX_LIFETIME
         and isinstance(lv, dict)

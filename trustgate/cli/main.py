@@ -137,6 +137,7 @@ def _verifier(args: argparse.Namespace) -> ReportVerifier:
         pem=tuple(args.pem or ()),
         skew_seconds=args.skew,
         max_lifetime_seconds=args.max_lifetime,
+        allow_missing_boot_id=args.allow_reports_without_boot_id,
     )
     try:
         return settings.verifier()
@@ -209,6 +210,9 @@ def _add_key_options(parser: argparse.ArgumentParser, issuer_required: bool = Tr
     parser.add_argument("--issuer", action="append", required=issuer_required, help="trusted issuer (repeatable)")
     parser.add_argument("--skew", type=parse_duration, default=30.0)
     parser.add_argument("--max-lifetime", type=parse_duration, default=24 * 3600.0)
+    parser.add_argument(
+        "--allow-reports-without-boot-id", action="store_true", help="accept reports that name no boot (boot_id)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -66,6 +66,9 @@ class VerifierSettings:
     skew_seconds: float = DEFAULT_SKEW_SECONDS
     max_lifetime_seconds: float = DEFAULT_MAX_LIFETIME_SECONDS
     max_token_bytes: int = MAX_TOKEN_BYTES
+    # A reboot voids a report only when it names the boot: trustgate's authority always does. Reports of
+    # other authorities without a boot_id are accepted only when the operator says so.
+    allow_missing_boot_id: bool = False
 
     def __post_init__(self) -> None:
         if not self.issuers:
@@ -257,7 +260,10 @@ class ReportVerifier:
         if expires_at - issued_at > settings.max_lifetime_seconds:
             lifetime, limit = expires_at - issued_at, settings.max_lifetime_seconds
             raise ClaimError(f"report lifetime {lifetime:.0f}s exceeds the maximum {limit:.0f}s")
-        boot_id = _string_claim(claims, "boot_id") if "boot_id" in claims else None
+        if "boot_id" in claims or not settings.allow_missing_boot_id:
+            boot_id: str | None = _string_claim(claims, "boot_id")
+        else:
+            boot_id = None
         return TrustReport(
             issuer=issuer,
             node=_string_claim(claims, "sub"),
