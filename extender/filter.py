@@ -23,7 +23,7 @@ from trustgate.core.labels import is_trust_label
 from trustgate.core.node import NodeTrust
 from trustgate.core.policy import Enforcement, PolicyError, TrustRequirement, pod_facts
 from trustgate.core.reasons import NO_REPORT, Code, Reason
-from trustgate.core.snapshot import Snapshot
+from trustgate.core.snapshot import Snapshot, UnknownNamespace
 
 NOT_SYNCED = Reason(
     Code.NOT_READY, "the trust report cache has not synced yet (no decision is made before it has; retry)"
@@ -82,6 +82,8 @@ def filter_nodes(
         return FilterOutcome(
             error=Reason(Code.POLICY_INVALID, f"cannot determine the pod's trust requirement: {error}")
         )
+    except UnknownNamespace as error:
+        return FilterOutcome(error=_unknown_namespace(error))
     if requirement is None:
         return FilterOutcome(passed=candidates)  # fast path: untouched
     judge = Judge(snapshot, requirement, now, index if index is not None else NodeIndex())
@@ -126,6 +128,8 @@ def prioritize_nodes(
         return PrioritizeOutcome(
             [(name, 0) for name in names], error=Reason(Code.POLICY_INVALID, f"malformed pod: {error}")
         )
+    except UnknownNamespace as error:
+        return PrioritizeOutcome([(name, 0) for name in names], error=_unknown_namespace(error))
     if requirement is None:
         return PrioritizeOutcome([(name, 0) for name in names])
     judge = Judge(snapshot, requirement, now, index if index is not None else NodeIndex())
@@ -146,6 +150,11 @@ def prioritize_nodes(
         for name, left in remaining
     ]
     return PrioritizeOutcome(scores, requires_trust=True)
+
+
+def _unknown_namespace(error: UnknownNamespace) -> Reason:
+    """A namespace created a moment ago: kube-scheduler retries the pod once the cache has seen it."""
+    return Reason(Code.NOT_READY, f"{error}; no decision for its pods until it is (retry)")
 
 
 def _trusts(snapshot: Snapshot, objects: Iterable[Mapping[str, Any]]) -> Iterable[tuple[Any, NodeTrust, bool]]:

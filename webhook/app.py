@@ -147,7 +147,7 @@ def create_app(
 def _decide_safely(cluster: ClusterView, review: AdmissionRequest) -> Decision:
     """`decide`, with any unexpected error turned into a rejection (never an allow)."""
     try:
-        return decide(cluster.snapshot(), review, cluster.find_pod)
+        return decide(cluster.snapshot(), review, cluster)
     except Exception as error:
         log.exception("cannot decide admission request %s", review.uid)
         reason = f"internal error deciding {review.resource_path} {review.operation}: {type(error).__name__}"

@@ -3,6 +3,7 @@
 Handled requests (everything else is allowed untouched, it cannot place a pod on a node):
 
 - `pods` CREATE with `spec.nodeName` set (such a pod skips the scheduler and the binding);
+- `pods` UPDATE of a bound pod (its images or labels may make it trust-requiring, or require more);
 - `pods/binding` and legacy `bindings` CREATE: the object is a Binding, the pod is looked up;
 - `pods/ephemeralcontainers` UPDATE: the object is the whole Pod, ephemeral containers included.
 
@@ -20,12 +21,11 @@ from types import MappingProxyType
 from typing import Any
 
 from trustgate.audit.record import DECISION_AUDITED, DECISION_REJECTED, DECISION_WARNED
-from trustgate.core.policy import Enforcement, Failure, PolicyError, Verdict, pod_facts
+from trustgate.core.policy import Enforcement, Failure, PodFacts, PolicyError, TrustRequirement, Verdict, pod_facts
 from trustgate.core.reasons import Code, Reason, describe
-from trustgate.core.snapshot import Snapshot
+from trustgate.core.snapshot import ClusterView, Snapshot, UnknownNamespace
 from webhook.review import AdmissionRequest
 
-PodLookup = Callable[[str, str, str], Mapping[str, Any] | None]  # (namespace, name, uid) -> Pod or None
 PREFIX = "trustgate: "
 
 CODE_FORBIDDEN = 403
@@ -78,48 +78,68 @@ class _Reject(Exception):
         self.reason, self.code, self.namespace, self.pod, self.node = reason, code, namespace, pod, node
 
 
-def decide(snapshot: Snapshot, request: AdmissionRequest, lookup_pod: PodLookup, now: float | None = None) -> Decision:
-    """The decision for one admission request. `lookup_pod` finds a Binding's pod."""
+def decide(snapshot: Snapshot, request: AdmissionRequest, reads: ClusterView, now: float | None = None) -> Decision:
+    """The decision for one admission request, from `snapshot`; `reads` finds what it has not seen (a
+    Binding's pod, a namespace created a moment ago)."""
     try:
-        return _decide(snapshot, request, lookup_pod, now)
+        return _decide(snapshot, request, reads, now)
     except _Reject as reject:
         return refuse(reject.reason, reject.code, reject.namespace, reject.pod, reject.node)
 
 
-def _decide(snapshot: Snapshot, request: AdmissionRequest, lookup_pod: PodLookup, now: float | None) -> Decision:
+def _decide(snapshot: Snapshot, request: AdmissionRequest, reads: ClusterView, now: float | None) -> Decision:
     if request.problems:
         raise _bad("malformed AdmissionReview: " + "; ".join(request.problems))
     if request.resource.group != "":
         return ALLOW  # not a core resource: no pod placement
     route = (request.resource.resource, request.sub_resource, request.operation)
-    if route == ("pods", "", "CREATE"):
-        handler = _pod_create
-    elif route in (("pods", "binding", "CREATE"), ("bindings", "", "CREATE")):
-        handler = _binding
-    elif route == ("pods", "ephemeralcontainers", "UPDATE"):
-        handler = _ephemeral_containers
-    else:
-        return ALLOW  # cannot change the node a pod runs on
-    return handler(snapshot, request, lookup_pod, now)
+    handler = _ROUTES.get(route)
+    if handler is None:
+        return ALLOW  # cannot change the node a pod runs on, nor what it requires there
+    return handler(_Context(snapshot, request, reads, time.time() if now is None else now))
 
 
-def _pod_create(snapshot: Snapshot, request: AdmissionRequest, _: PodLookup, now: float | None) -> Decision:
-    pod = _object_of_kind(request, "Pod")
+@dataclass(frozen=True)
+class _Context:
+    snapshot: Snapshot
+    request: AdmissionRequest
+    reads: ClusterView
+    now: float
+
+
+def _pod_create(ctx: _Context) -> Decision:
+    pod = _object_of_kind(ctx.request, "Pod")
     node = _node_name(pod)
     if not node:
         return ALLOW  # the scheduler (with the extender) and then the Binding are checked
-    return _judge(snapshot, request, pod, node, now, created=True)
+    return _judge(ctx, pod, node, created=True)
 
 
-def _ephemeral_containers(snapshot: Snapshot, request: AdmissionRequest, _: PodLookup, now: float | None) -> Decision:
-    pod = _object_of_kind(request, "Pod")
+def _pod_update(ctx: _Context) -> Decision:
+    """A bound pod whose images or labels change may not become trust-requiring, or require more, on a node
+    that fails it. What failed already before the update (the node lost trust after placement) is not the
+    update's doing: it is reported for running pods, not refused here."""
+    pod = _object_of_kind(ctx.request, "Pod")
+    node = _node_name(pod)
+    if not node:
+        return ALLOW  # not bound yet: the Binding is checked
+    decision = _judge(ctx, pod, node)
+    if decision.allowed or not isinstance(ctx.request.old_object, Mapping):
+        return decision
+    before, after = _blocking(ctx, ctx.request.old_object, node), _blocking(ctx, pod, node)
+    return ALLOW if before is not None and after is not None and after <= before else decision
+
+
+def _ephemeral_containers(ctx: _Context) -> Decision:
+    pod = _object_of_kind(ctx.request, "Pod")
     node = _node_name(pod)
     if not node:
         return ALLOW  # not bound yet: the Binding will see the ephemeral containers
-    return _judge(snapshot, request, pod, node, now)
+    return _judge(ctx, pod, node)
 
 
-def _binding(snapshot: Snapshot, request: AdmissionRequest, lookup_pod: PodLookup, now: float | None) -> Decision:
+def _binding(ctx: _Context) -> Decision:
+    request, snapshot = ctx.request, ctx.snapshot
     binding = _object_of_kind(request, "Binding")
     metadata = binding.get("metadata") or {}
     target = binding.get("target") or {}
@@ -142,7 +162,7 @@ def _binding(snapshot: Snapshot, request: AdmissionRequest, lookup_pod: PodLooku
         raise _bad(f"malformed Binding for pod {namespace}/{name}: target must name a Node")
     if not snapshot.synced:
         raise _Reject(_not_ready(namespace, name, node), CODE_UNAVAILABLE, namespace, name, node)
-    pod = lookup_pod(namespace, name, uid)
+    pod = ctx.reads.find_pod(namespace, name, uid)
     if pod is None:
         raise _Reject(
             Reason(
@@ -153,19 +173,49 @@ def _binding(snapshot: Snapshot, request: AdmissionRequest, lookup_pod: PodLooku
             name,
             node,
         )
-    return _judge(snapshot, request, pod, node, now, namespace=namespace)
+    return _judge(ctx, pod, node, namespace=namespace)
 
 
-def _judge(
-    snapshot: Snapshot,
-    request: AdmissionRequest,
-    pod: Mapping[str, Any],
-    node: str,
-    now: float | None,
-    namespace: str = "",
-    created: bool = False,
-) -> Decision:
+_ROUTES: dict[tuple[str, str, str], Callable[[_Context], Decision]] = {
+    ("pods", "", "CREATE"): _pod_create,
+    ("pods", "", "UPDATE"): _pod_update,
+    ("pods", "binding", "CREATE"): _binding,
+    ("bindings", "", "CREATE"): _binding,
+    ("pods", "ephemeralcontainers", "UPDATE"): _ephemeral_containers,
+}
+
+
+def _judge(ctx: _Context, pod: Mapping[str, Any], node: str, namespace: str = "", created: bool = False) -> Decision:
     """Evaluate `pod` on `node`: allow, warn, audit or reject. `created`: the pod exists only if admitted."""
+    facts = _facts(ctx, pod, node, namespace)
+    requirement = _requirement(ctx, facts, node)
+    if requirement is None:
+        return ALLOW
+    verdict = ctx.snapshot.evaluate(requirement, ctx.snapshot.node(node), ctx.now)
+    if verdict.passed:
+        return ALLOW
+    pod_uid = _text((pod.get("metadata") or {}).get("uid"))
+    decision = _violation(verdict, facts.namespace, facts.name, node, pod_uid)
+    if created and not decision.allowed and decision.violation is not None:
+        # A rejected CREATE leaves no pod behind: audit Events then point at the namespace.
+        decision = dataclasses.replace(decision, violation=dataclasses.replace(decision.violation, pod_uid=""))
+    return decision
+
+
+def _blocking(ctx: _Context, pod: Mapping[str, Any], node: str) -> set[Reason] | None:
+    """The Enforce failures of `pod` on `node` (empty: none), or None when they cannot be told."""
+    try:
+        requirement = _requirement(ctx, _facts(ctx, pod, node, ""), node)
+    except _Reject:
+        return None
+    if requirement is None:
+        return set()
+    verdict = ctx.snapshot.evaluate(requirement, ctx.snapshot.node(node), ctx.now)
+    return set(verdict.reasons(verdict.enforced_failures))
+
+
+def _facts(ctx: _Context, pod: Mapping[str, Any], node: str, namespace: str) -> PodFacts:
+    request = ctx.request
     try:
         facts = pod_facts(pod)
     except PolicyError as error:
@@ -184,22 +234,27 @@ def _judge(
         facts = dataclasses.replace(facts, namespace=namespace or request.namespace)
     if not facts.name:
         facts = dataclasses.replace(facts, name=request.name)
+    return facts
+
+
+def _requirement(ctx: _Context, facts: PodFacts, node: str) -> TrustRequirement | None:
+    snapshot = ctx.snapshot
     if not snapshot.synced:  # the policies and namespaces may be incomplete: every pod counts as unknown
         raise _Reject(
             _not_ready(facts.namespace, facts.name, node), CODE_UNAVAILABLE, facts.namespace, facts.name, node
         )
-    requirement = snapshot.requirement(facts)
-    if requirement is None:
-        return ALLOW
-    verdict = snapshot.evaluate(requirement, snapshot.node(node), now if now is not None else time.time())
-    if verdict.passed:
-        return ALLOW
-    pod_uid = _text((pod.get("metadata") or {}).get("uid"))
-    decision = _violation(verdict, facts.namespace, facts.name, node, pod_uid)
-    if created and not decision.allowed and decision.violation is not None:
-        # A rejected CREATE leaves no pod behind: audit Events then point at the namespace.
-        decision = dataclasses.replace(decision, violation=dataclasses.replace(decision.violation, pod_uid=""))
-    return decision
+    try:
+        return snapshot.requirement(facts)
+    except UnknownNamespace:
+        labels = ctx.reads.find_namespace(facts.namespace)  # created a moment ago: the cache has not seen it
+    if labels is None:
+        reason = Reason(
+            Code.NOT_READY,
+            f"namespace {facts.namespace} not found: cannot tell whether pod {facts.namespace}/{facts.name} "
+            "requires trust (fail closed)",
+        )
+        raise _Reject(reason, CODE_UNAVAILABLE, facts.namespace, facts.name, node)
+    return snapshot.requirement(facts, labels)
 
 
 def _violation(verdict: Verdict, namespace: str, pod: str, node: str, pod_uid: str) -> Decision:

@@ -256,3 +256,11 @@ def test_a_trusted_label_set_by_hand_gains_nothing(world: World) -> None:
     world.node("liar", report=False, labels=TRUSTED)
     result = post(world.client(), names_args(trust_pod(), ["liar"]))
     assert result["FailedAndUnresolvableNodes"] == {"liar": "no trust report"}
+
+
+def test_a_namespace_the_cache_has_not_seen_is_an_error_while_policies_select_by_namespace(world: World) -> None:
+    world.node("good")
+    world.policies.append(trust_policy("pci", namespaceSelector={"matchLabels": {"compliance": "pci"}}))
+    result = post(world.client(), names_args(pod_object("p", namespace="created-a-moment-ago"), ["good"]))
+    assert "namespace created-a-moment-ago is not in the trust cache yet" in result["Error"]
+    assert result["NodeNames"] is None

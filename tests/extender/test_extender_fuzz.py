@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from extender.app import create_app
 from extender.wire import WireError, loads
 from trustgate.core.policy import PolicyError, pod_facts
-from trustgate.core.snapshot import Snapshot, StaticCluster
+from trustgate.core.snapshot import Snapshot, StaticCluster, UnknownNamespace
 
 EXAMPLES = int(os.environ.get("TRUSTGATE_FUZZ_EXAMPLES", "10000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -181,7 +181,7 @@ def oracle(args: dict[str, Any]) -> dict[str, Any] | None:
     snap = snapshot()
     try:
         requirement = snap.requirement(pod_facts(pod))
-    except PolicyError as error:
+    except (PolicyError, UnknownNamespace) as error:  # a pod from a namespace the cache has not seen
         return {"error": str(error)}
     if names is not None:
         trusts = [snap.node(n) for n in names]

@@ -90,6 +90,21 @@ def pod_create(pod: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
     )
 
 
+def pod_update(old: Mapping[str, Any], new: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """`PUT /api/v1/namespaces/NS/pods/NAME`: a change to a pod (its labels, its images)."""
+    metadata = new["metadata"]
+    return _request(
+        kind="Pod",
+        resource="pods",
+        operation="UPDATE",
+        name=metadata.get("name", ""),
+        namespace=metadata["namespace"],
+        obj=new,
+        old=old,
+        **kwargs,
+    )
+
+
 def binding_object(pod: Mapping[str, Any], node: str, with_uid: bool = True) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "name": pod["metadata"]["name"],

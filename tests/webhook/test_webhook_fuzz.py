@@ -37,6 +37,7 @@ from reviews import (
     ephemeral_update,
     pod_binding,
     pod_create,
+    pod_update,
     snapshot,
 )
 
@@ -91,7 +92,7 @@ def _with_node(pod: dict[str, Any], node: str) -> dict[str, Any]:
     return pod
 
 
-ROUTES = ["create-on-node", "create-unscheduled", "binding", "legacy-binding", "ephemeral", "other"]
+ROUTES = ["create-on-node", "create-unscheduled", "update", "binding", "legacy-binding", "ephemeral", "other"]
 
 
 @st.composite
@@ -110,10 +111,13 @@ def reviews(draw: st.DrawFn) -> dict[str, Any]:
     if route == "ephemeral":
         images = draw(st.sampled_from([["busybox"], [SECRET], ["busybox", SECRET]]))
         return ephemeral_update(_with_node(pod, node), images, uid=f"u-{route}")
+    if route == "update":  # a bound pod changed into another (its images, labels or both)
+        old = draw(st.sampled_from(POD_POOL))
+        return pod_update(_with_node(old, node), _with_node(pod, node), dry_run=dry_run, uid=f"u-{route}")
     review = pod_create(_with_node(pod, node), uid=f"u-{route}")
     request = review["request"]
-    other = draw(st.sampled_from(["DELETE", "CONNECT", "UPDATE", "configmaps", "apps"]))
-    if other in ("DELETE", "CONNECT", "UPDATE"):
+    other = draw(st.sampled_from(["DELETE", "CONNECT", "configmaps", "apps"]))
+    if other in ("DELETE", "CONNECT"):
         request["operation"] = other
     elif other == "apps":
         request["resource"]["group"] = request["kind"]["group"] = "apps"
@@ -194,7 +198,7 @@ def placement(review: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     if request["resource"]["group"] != "":
         return None, ""
     obj = request["object"]
-    if route in (("pods", "", "CREATE"), ("pods", "ephemeralcontainers", "UPDATE")):
+    if route in (("pods", "", "CREATE"), ("pods", "", "UPDATE"), ("pods", "ephemeralcontainers", "UPDATE")):
         return obj, obj["spec"].get("nodeName") or ""
     if route in (("pods", "binding", "CREATE"), ("bindings", "", "CREATE")):
         pod = cluster().pods.get((request["namespace"], request["name"]))
@@ -211,12 +215,20 @@ def expected(review: dict[str, Any]) -> str:
         return "not-found" if is_binding and node else "allow"
     if not node:
         return "allow"
+    after = blocking(pod, node)
+    if request["operation"] == "UPDATE" and request.get("subResource", "") == "":
+        return "reject" if not after <= blocking(request["oldObject"], node) else "allow"  # only what it adds
+    return "reject" if after else "allow"
+
+
+def blocking(pod: dict[str, Any], node: str) -> set[Any]:
+    """The checks the core says `pod` fails on `node` under an Enforce source."""
     snap = cluster_snapshot()
     requirement = snap.requirement(pod_facts(pod))
     if requirement is None:
-        return "allow"
+        return set()
     verdict = snap.evaluate(requirement, snap.node(node), time.time())
-    return "reject" if verdict.blocked else "allow"
+    return set(verdict.reasons(verdict.enforced_failures))
 
 
 def requires_trust(review: dict[str, Any]) -> bool:

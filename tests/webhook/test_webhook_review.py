@@ -101,12 +101,12 @@ def test_decide_is_pure_over_a_snapshot(issuer: Issuer) -> None:
     snap = snapshot(issuer)
     cluster = StaticCluster(snap)
     trusted = decode_review(json.dumps(pod_create(pod_object(node_selector=TRUST_SELECTOR, node_name=TRUSTED))))
-    assert decide(snap, trusted, cluster.find_pod) is ALLOW
+    assert decide(snap, trusted, cluster) is ALLOW
     expired = decode_review(json.dumps(pod_create(pod_object(node_selector=TRUST_SELECTOR, node_name=EXPIRED))))
-    decision = decide(snap, expired, cluster.find_pod)
+    decision = decide(snap, expired, cluster)
     assert not decision.allowed and decision.code == 403 and decision.outcome == "rejected"
     assert decision.violation is not None and decision.violation.pod_uid == ""  # a rejected CREATE leaves no pod
     # with a clock before the expiry, the same report passes
     report = snap.nodes[EXPIRED].report
     assert report is not None
-    assert decide(snap, expired, cluster.find_pod, now=report.expires_at - 60) is ALLOW
+    assert decide(snap, expired, cluster, now=report.expires_at - 60) is ALLOW

@@ -22,6 +22,7 @@ from reviews import (
     ephemeral_update,
     pod_binding,
     pod_create,
+    pod_update,
     snapshot,
 )
 
@@ -417,10 +418,98 @@ def test_not_synced_still_allows_pods_the_scheduler_will_place(unsynced: Any) ->
     assert_plain_allow(unsynced.post("/validate", json=review).get_json()["response"])
 
 
+# Updates of bound pods
+
+
+def bound(name: str, node: str, **kwargs: Any) -> dict[str, Any]:
+    return pod_object(name=name, node_name=node, **kwargs)
+
+
+def test_an_image_swap_to_an_encrypted_image_on_an_untrusted_node_is_refused(post: Post, audit_path: Path) -> None:
+    old = bound("db", NO_REPORT, images=["nginx:1.27"])
+    new = bound("db", NO_REPORT, images=["registry.example/secret/db:1"])
+    response = post(pod_update(old, new))
+    assert response["allowed"] is False
+    assert "no trust report (TrustPolicy encrypted)" in response["status"]["message"]
+    [record] = records(audit_path)
+    assert record["operation"] == "UPDATE" and record["decision"] == "rejected" and record["node"] == NO_REPORT
+
+
+def test_an_init_container_image_swap_is_judged_too(post: Post) -> None:
+    old = bound("db", NO_REPORT)
+    old["spec"]["initContainers"] = [{"name": "init", "image": "busybox"}]
+    new = bound("db", NO_REPORT)
+    new["spec"]["initContainers"] = [{"name": "init", "image": "registry.example/secret/seed:2"}]
+    assert post(pod_update(old, new))["allowed"] is False
+
+
+def test_a_label_change_that_a_policy_selects_on_an_untrusted_node_is_refused(issuer: Issuer, audit: AuditLog) -> None:
+    strict = trust_policy("strict", podSelector={"matchLabels": {"tier": "secret"}})
+    client = create_app(StaticCluster(snapshot(issuer, policies=[strict])), audit).test_client()
+    old, new = bound("web", EXPIRED, labels={"tier": "web"}), bound("web", EXPIRED, labels={"tier": "secret"})
+    response = client.post("/validate", json=pod_update(old, new)).get_json()["response"]
+    assert response["allowed"] is False and "TrustPolicy strict" in response["status"]["message"]
+
+
+def test_an_update_that_adds_no_failed_check_is_allowed_even_on_a_node_that_lost_trust(post: Post) -> None:
+    old = bound("db", EXPIRED, node_selector=TRUST_SELECTOR, labels={"v": "1"})
+    new = bound("db", EXPIRED, node_selector=TRUST_SELECTOR, labels={"v": "2"})
+    assert_plain_allow(post(pod_update(old, new)))
+
+
+def test_an_image_swap_on_a_trusted_node_is_allowed(post: Post) -> None:
+    old = bound("db", TRUSTED, images=["nginx:1.27"])
+    new = bound("db", TRUSTED, images=["registry.example/secret/db:1"])
+    assert_plain_allow(post(pod_update(old, new)))
+
+
+def test_an_update_of_a_pod_not_bound_yet_is_left_to_the_binding(post: Post) -> None:
+    old, new = pod_object(name="db"), pod_object(name="db", images=["registry.example/secret/db:1"])
+    assert_plain_allow(post(pod_update(old, new)))
+
+
+# A namespace the cache has not seen yet
+
+
+class ReadsNamespaces(StaticCluster):
+    def __init__(self, snapshot: Snapshot, live: dict[str, dict[str, str]]) -> None:
+        super().__init__(snapshot)
+        self.live, self.reads = live, []
+
+    def get_namespace(self, name: str) -> dict[str, str] | None:
+        self.reads.append(name)
+        return self.live.get(name)
+
+
+def test_a_namespace_missing_from_the_cache_is_read_live(issuer: Issuer, audit: AuditLog) -> None:
+    cluster = ReadsNamespaces(snapshot(issuer, policies=[PCI_POLICY]), {"fresh": {"compliance": "pci"}})
+    client = create_app(cluster, audit).test_client()
+    pod = pod_object(name="db", namespace="fresh", node_name=KERNEL_UNTRUSTED)
+    response = client.post("/validate", json=pod_create(pod)).get_json()["response"]
+    assert cluster.reads == ["fresh"]
+    assert response["allowed"] is False and "(TrustPolicy pci)" in response["status"]["message"]
+
+
+def test_a_namespace_that_cannot_be_found_fails_closed(issuer: Issuer, audit: AuditLog) -> None:
+    cluster = ReadsNamespaces(snapshot(issuer, policies=[PCI_POLICY]), {})
+    client = create_app(cluster, audit).test_client()
+    pod = pod_object(name="db", namespace="ghost", node_name=TRUSTED)
+    response = client.post("/validate", json=pod_create(pod)).get_json()["response"]
+    assert response["allowed"] is False and "namespace ghost not found" in response["status"]["message"]
+
+
+def test_without_namespace_selectors_an_unknown_namespace_needs_no_read(issuer: Issuer, audit: AuditLog) -> None:
+    cluster = ReadsNamespaces(snapshot(issuer, policies=[ENCRYPTED_POLICY]), {})
+    client = create_app(cluster, audit).test_client()
+    pod = pod_object(name="db", namespace="ghost", node_name=TRUSTED)
+    assert client.post("/validate", json=pod_create(pod)).get_json()["response"]["allowed"] is True
+    assert cluster.reads == []
+
+
 # Requests the webhook does not judge
 
 
-@pytest.mark.parametrize(("operation", "sub"), [("UPDATE", ""), ("DELETE", ""), ("UPDATE", "status")])
+@pytest.mark.parametrize(("operation", "sub"), [("DELETE", ""), ("UPDATE", "status")])
 def test_other_pod_operations_are_allowed(post: Post, operation: str, sub: str) -> None:
     review = pod_create(pod_object(node_selector=TRUST_SELECTOR, node_name=EXPIRED))
     review["request"]["operation"] = operation

@@ -31,7 +31,7 @@ from trustgate.cluster.resources import NAMESPACES, NODES, PODS, POLICIES, REPOR
 from trustgate.core.node import NodeTrust, assess, node_identity, node_labels
 from trustgate.core.policy import TrustPolicy
 from trustgate.core.report import NodeIdentity, ReportVerifier
-from trustgate.core.snapshot import PodSource, Snapshot
+from trustgate.core.snapshot import ReadThrough, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class _NodeFacts:
     labels: Mapping[str, str]
 
 
-class ClusterCache(PodSource):
+class ClusterCache(ReadThrough):
     """A `ClusterView` fed by watches. `snapshot()` is cheap: it rebuilds only after a change."""
 
     def __init__(self, api: ApiClient, verifier: ReportVerifier, watch_pods: bool = False) -> None:
@@ -226,6 +226,10 @@ class ClusterCache(PodSource):
 
     def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return get_object(self.api, f"/api/v1/namespaces/{namespace}/pods/{name}")
+
+    def get_namespace(self, name: str) -> Mapping[str, str] | None:
+        found = get_object(self.api, f"/api/v1/namespaces/{name}")
+        return None if found is None else MappingProxyType(dict((found.get("metadata") or {}).get("labels") or {}))
 
     # --- store updates -------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -19,6 +20,14 @@ from trustgate.core.reasons import UNKNOWN_NODE
 from trustgate.core.report import ReportVerifier
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class UnknownNamespace(LookupError):
+    """A pod's namespace is not in the snapshot (yet) and policies select by namespace."""
+
+    def __init__(self, namespace: str) -> None:
+        super().__init__(f"namespace {namespace} is not in the trust cache yet")
+        self.namespace = namespace
 
 
 @dataclass(frozen=True)
@@ -35,8 +44,24 @@ class Snapshot:
     def skew(self) -> float:
         return self.verifier.settings.skew_seconds
 
-    def requirement(self, pod: PodFacts) -> TrustRequirement | None:
-        return requirement_for(pod, self.namespaces.get(pod.namespace, _EMPTY), self.policies)
+    def requirement(
+        self, pod: PodFacts, namespace_labels: Mapping[str, str] | None = None
+    ) -> TrustRequirement | None:
+        """The pod's requirement, from its namespace's labels (`namespace_labels`, else the snapshot's).
+
+        Raises `UnknownNamespace` when the snapshot has not seen the pod's namespace yet and a policy
+        selects by namespace: judging it against no labels could miss a policy that selects it (a
+        namespace created a moment ago, with a policy's labels). The adapters then read it live."""
+        labels = namespace_labels if namespace_labels is not None else self.namespaces.get(pod.namespace)
+        if labels is None:
+            if self.selects_by_namespace:
+                raise UnknownNamespace(pod.namespace)
+            labels = _EMPTY
+        return requirement_for(pod, labels, self.policies)
+
+    @cached_property
+    def selects_by_namespace(self) -> bool:
+        return any(policy.namespace_selector.requirements for policy in self.policies)
 
     def node(self, name: str) -> NodeTrust:
         """The cached trust state of a node; an unknown name fails with its own reason."""
@@ -93,10 +118,17 @@ class ClusterView(Protocol):
         """The pod named by a Binding (None: it does not exist). `uid`, when given, must match."""
         ...
 
+    def find_namespace(self, name: str) -> Mapping[str, str] | None:
+        """A namespace's labels, read live when the snapshot has not seen it (None: it does not exist)."""
+        ...
 
-class PodSource:
-    """`find_pod` from a local copy first and the API server second: a pod created a moment ago, or
-    replaced by one of the same name (another uid), is read live."""
+
+class ReadThrough:
+    """`find_pod` and `find_namespace` from a local copy first and the API server second: a pod or
+    namespace created a moment ago, or a pod replaced by one of the same name (another uid), is read live."""
+
+    def snapshot(self) -> Snapshot:
+        raise NotImplementedError
 
     def cached_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return None
@@ -105,6 +137,14 @@ class PodSource:
         """A live read; None when the pod does not exist."""
         return None
 
+    def get_namespace(self, name: str) -> Mapping[str, str] | None:
+        """A namespace's labels, read live; None when it does not exist."""
+        return None
+
+    def find_namespace(self, name: str) -> Mapping[str, str] | None:
+        cached = self.snapshot().namespaces.get(name)
+        return cached if cached is not None else self.get_namespace(name)
+
     def find_pod(self, namespace: str, name: str, uid: str) -> Mapping[str, Any] | None:
         cached = self.cached_pod(namespace, name)
         if cached is not None and (not uid or (cached.get("metadata") or {}).get("uid") in (None, "", uid)):
@@ -112,7 +152,7 @@ class PodSource:
         return self.get_pod(namespace, name)
 
 
-class StaticCluster(PodSource):
+class StaticCluster(ReadThrough):
     """A `ClusterView` over a fixed snapshot and pods, for tests and one-shot tools."""
 
     def __init__(self, snapshot: Snapshot, pods: Iterable[Mapping[str, Any]] = ()) -> None:
