@@ -22,7 +22,7 @@ from trustgate.core.policy import (
 )
 from trustgate.core.reasons import Code, Reason, messages
 from trustgate.core.report import LEVELS
-from trustgate.core.snapshot import Snapshot
+from trustgate.core.snapshot import Snapshot, UnknownNamespace
 
 TRUSTED = {TRUSTED_LABEL: "true"}
 COUNTRY = "asset.trustgate.dev/country"
@@ -286,7 +286,7 @@ def test_required_asset_tags_are_checked_against_the_signed_report(issuer: Issue
 
 @pytest.mark.parametrize(
     ("namespace", "app", "selected"),
-    [("prod", "db", True), ("prod", "web", False), ("dev", "db", False), ("dev", "web", False), ("ghost", "db", False)],
+    [("prod", "db", True), ("prod", "web", False), ("dev", "db", False), ("dev", "web", False)],
 )
 def test_namespace_and_pod_selectors_are_anded(issuer: Issuer, good, namespace: str, app: str, selected: bool):
     policy = trust_policy(
@@ -522,6 +522,19 @@ def test_a_node_whose_report_is_garbage_fails_saying_so(issuer: Issuer) -> None:
     assert reasons(snapshot, pod_object(node_selector=TRUSTED)) == [
         "trust report invalid: not a compact JWS (expected three base64url parts separated by dots)"
     ]
+
+
+def test_a_namespace_the_snapshot_has_not_seen_is_not_taken_for_an_unlabelled_one(issuer: Issuer) -> None:
+    by_namespace = trust_policy("prod", namespaceSelector={"matchLabels": {"env": "prod"}})
+    snapshot = world(issuer, {"n1": issuer.token("n1", now=NOW)}, policies=(by_namespace,), namespaces={})
+    facts = pod_facts(pod_object(namespace="fresh"))
+
+    with pytest.raises(UnknownNamespace, match="namespace fresh is not in the trust cache yet"):
+        snapshot.requirement(facts)
+    assert snapshot.requirement(facts, {"env": "prod"}) is not None  # as read live
+    assert snapshot.requirement(facts, {}) is None
+    by_pod = world(issuer, {}, policies=(trust_policy("db", podSelector={"matchLabels": {"app": "db"}}),))
+    assert by_pod.requirement(facts) is None  # no policy reads namespace labels: nothing to wait for
 
 
 def test_an_unknown_node_fails_with_its_own_reason(good: Snapshot) -> None:

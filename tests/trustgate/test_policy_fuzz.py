@@ -364,7 +364,9 @@ def node_resources(wellformed: bool = False) -> st.SearchStrategy[Any]:
     return indexed(_node, name=NODE_NAMES, node_labels=LABEL_SETS, shape=shapes)
 
 
-namespaces = st.builds(lambda default: {"default": default, "secure": {"trust": "required"}}, labels)
+namespaces = st.builds(
+    lambda default: {"default": default, "secure": {"trust": "required"}, "kube-public": {}, "": {}}, labels
+)
 
 
 # --- helpers ------------------------------------------------------------------------------------------
