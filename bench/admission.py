@@ -244,11 +244,11 @@ def measure_config(
 
 def serve_main(args: argparse.Namespace) -> None:
     """Internal: run one server (a child process of the benchmark)."""
-    from trustgate.serving.server import serve
+    from trustgate.serving.server import load_factory, serve
 
     config = CONFIGS[args.config]
     serve(
-        args.serve,
+        load_factory(args.serve),
         bind=f"127.0.0.1:{args.port}",
         certfile=args.certfile,
         keyfile=args.keyfile,
