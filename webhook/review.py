@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from trustgate.audit.record import truncate
+
 try:  # orjson decodes a pod several times faster (as in the extender); the stdlib is the fallback.
     import orjson
 
@@ -204,14 +206,6 @@ def encode_response(
             annotation_key(k): truncate(v, MAX_ANNOTATION_VALUE_CHARS) for k, v in annotations.items()
         }
     return {"apiVersion": API_VERSION, "kind": KIND, "response": response}
-
-
-def truncate(text: str, limit: int) -> str:
-    """Printable text of at most `limit` characters, cut with `...` when too long."""
-    text = "".join(c if c.isprintable() else " " for c in text)
-    if len(text) <= limit:
-        return text
-    return text[: max(limit - 3, 0)].rstrip() + "..."[: max(limit, 0)]
 
 
 def annotation_key(key: str) -> str:

@@ -280,7 +280,7 @@ def test_event_sink_failures_are_counted_not_raised() -> None:
     log.close()
 
 
-def test_event_sink_counts_records_dropped_from_a_full_queue() -> None:
+def test_a_full_event_queue_summarizes_instead_of_dropping() -> None:
     gate = threading.Event()
 
     class Stuck(FakeCoreV1):
@@ -295,9 +295,48 @@ def test_event_sink_counts_records_dropped_from_a_full_queue() -> None:
         log.record(make())
     gate.set()
     assert sink.flush()
-    assert log.failures("event") + len(api.events) == 6
-    assert log.failures("event") >= 3
+    deadline = time.monotonic() + 5
+    while sum(e["count"] for _, e in api.events) < 6 and time.monotonic() < deadline:
+        time.sleep(0.02)  # the summary follows the queued records
+    assert sum(event["count"] for _, event in api.events) == 6  # every record is in an Event, one or summed
+    assert log.failures("event") == 0
+    summarized = log.registry.get_sample_value("trustgate_audit_events_summarized_total")
+    assert summarized is not None and summarized >= 3
     log.close()
+
+
+def test_a_noisy_namespace_cannot_starve_the_events_of_another() -> None:
+    api = FakeCoreV1(delay=0.002)
+    sink = EventSink(api, burst=5, refill=60)
+    for index in range(500):
+        sink.write(make(pod=f"probe-{index}", namespace="noisy"))
+    sink.write(make(pod="genuine", namespace="payments"))
+    assert sink.flush(timeout=10)
+    deadline = time.monotonic() + 5
+    while len(api.events) < 6 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    by_namespace: dict[str, list[dict[str, Any]]] = {}
+    for namespace, event in api.events:
+        by_namespace.setdefault(namespace, []).append(event)
+    assert [e["involvedObject"]["name"] for e in by_namespace["payments"]] == ["payments"]
+    assert len(by_namespace["noisy"]) <= 5  # its burst; the summary waits for a token
+    sink.close()
+
+
+def test_every_field_of_a_record_is_capped() -> None:
+    huge = make(pod="p" * 1_000_000, user="u" * 10_000, reasons=["r" * 5000] * 100, node="n" * 1000)
+    capped = huge.capped()
+    assert len(capped.pod) == 253 and capped.pod.endswith("...")
+    assert len(capped.user) <= 256 and len(capped.node) <= 253
+    assert len(capped.reasons) == 16 and all(len(r) <= 512 for r in capped.reasons)
+    assert capped.reasons[-1] == "... and 85 more reasons"
+    assert len(capped.to_json()) < 16 * 1024
+
+
+def test_the_audit_log_writes_capped_records(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    AuditLog([JsonLinesSink(path)]).record(make(pod="p" * 1_000_000))
+    assert len(path.read_bytes()) < 16 * 1024
 
 
 def test_records_from_events_round_trip_with_paging_and_filters() -> None:

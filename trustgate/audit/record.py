@@ -20,6 +20,32 @@ DECISIONS = (DECISION_REJECTED, DECISION_WARNED, DECISION_AUDITED)
 EVENT_REASON = "TrustPolicyViolation"
 RECORD_ANNOTATION = "trustgate.dev/audit-record"
 
+# Every field that reaches a record (and an Event) is bounded: a request may carry a megabyte of name.
+# Kubernetes' own limits where it has one (names 253, namespaces 63), generous ones elsewhere.
+FIELD_LIMITS = {
+    "time": 40,
+    "uid": 64,
+    "operation": 16,
+    "namespace": 63,
+    "pod": 253,
+    "node": 253,
+    "user": 256,
+    "policy": 512,
+    "enforcement": 16,
+    "decision": 16,
+    "pod_uid": 64,
+}
+MAX_REASONS = 16
+MAX_REASON_CHARS = 512
+
+
+def truncate(text: str, limit: int) -> str:
+    """Printable text of at most `limit` characters, cut with `...` when too long."""
+    text = "".join(c if c.isprintable() else " " for c in text)
+    if len(text) <= limit:
+        return text
+    return text[: max(limit - 3, 0)].rstrip() + "..."[: max(limit, 0)]
+
 
 def format_rfc3339(timestamp: float) -> str:
     """`2026-11-26T10:00:00.123Z` (UTC, milliseconds)."""
@@ -48,6 +74,15 @@ class AuditRecord:
     reasons: list[str] = field(default_factory=list)
     codes: list[str] = field(default_factory=list)  # the reasons' stable codes (trustgate.core.reasons.Code)
     pod_uid: str = ""  # the pod's uid when it exists (Events point at the pod then)
+
+    def capped(self) -> AuditRecord:
+        """The record with every field within its limit (`FIELD_LIMITS`, `MAX_REASONS`, `MAX_REASON_CHARS`)."""
+        values: dict[str, Any] = {name: truncate(getattr(self, name), limit) for name, limit in FIELD_LIMITS.items()}
+        values["reasons"] = [truncate(r, MAX_REASON_CHARS) for r in self.reasons[:MAX_REASONS]]
+        if len(self.reasons) > MAX_REASONS:
+            values["reasons"][-1] = f"... and {len(self.reasons) - MAX_REASONS + 1} more reasons"
+        values["codes"] = [truncate(c, 32) for c in self.codes[:MAX_REASONS]]
+        return AuditRecord(**values)
 
     @property
     def timestamp(self) -> float:

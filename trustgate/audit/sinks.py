@@ -9,9 +9,9 @@ parsed back out of the human-readable message. Events expire (the apiserver's `-
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-import queue
 import socket
 import threading
 import time
@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter
 
+from trustgate.audit.fair_queue import FairQueue, Suppressed
 from trustgate.audit.record import (
     DECISION_REJECTED,
     DECISION_WARNED,
@@ -28,6 +29,7 @@ from trustgate.audit.record import (
     EVENT_REASON,
     RECORD_ANNOTATION,
     AuditRecord,
+    truncate,
 )
 from trustgate.core.reasons import CODES, Code
 
@@ -73,52 +75,54 @@ class EventSink:
     """Creates a Kubernetes Event (type Warning, reason `TrustPolicyViolation`) per record.
 
     The involved object is the pod when it exists (its uid is known), otherwise the namespace.
-    Events are sent by a background thread from a bounded queue, off the admission request's
-    path; a full queue or a failed call is logged and counted, never raised.
+    Events are sent by a background thread, off the admission request's path, from a `FairQueue`:
+    a namespace that produces records faster than its share (`burst` at once, one more every `refill`
+    seconds) gets the rest summarized in one Event of its own later, so that it cannot crowd out the
+    Events of other namespaces. A failed call is logged and counted, never raised.
     """
 
     name = "event"
 
-    def __init__(self, core_v1_api: Any, max_queue: int = 1000, instance: str | None = None) -> None:
+    def __init__(
+        self,
+        core_v1_api: Any,
+        max_queue: int = 1000,
+        instance: str | None = None,
+        burst: int = 25,
+        refill: float = 5.0,
+    ) -> None:
         self.api = core_v1_api
         self.instance = instance or socket.gethostname()
         self.on_failure: FailureHandler | None = None
-        self._queue: queue.Queue[AuditRecord | None] = queue.Queue(maxsize=max_queue)
+        self.on_suppressed: Callable[[], None] | None = None
+        self._queue_args = (max_queue, burst, refill)
+        self._queue: FairQueue[AuditRecord] = FairQueue(max_queue, burst, refill)
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
         self._start_lock = threading.Lock()
         self._pid = os.getpid()
 
-    def attach(self, on_failure: FailureHandler) -> None:
-        self.on_failure = on_failure
+    def attach(self, on_failure: FailureHandler, on_suppressed: Callable[[], None] | None = None) -> None:
+        self.on_failure, self.on_suppressed = on_failure, on_suppressed
 
     def write(self, record: AuditRecord) -> None:
         self._ensure_thread()
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
-            self._failed(OverflowError("event queue full, record dropped"))
+        if not self._queue.put(record.namespace or "default", record) and self.on_suppressed is not None:
+            self.on_suppressed()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued record has been sent (or failed). True when drained in time."""
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.005)
-        return True
+        return self._queue.wait_idle(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         thread = self._thread
         if thread is not None and thread.is_alive():
             self.flush(timeout)
-            try:
-                self._queue.put(None, timeout=timeout)
-            except queue.Full:
-                return
+            self._stopping.set()
             thread.join(timeout)
         self._thread = None
 
-    def event_body(self, record: AuditRecord) -> dict[str, Any]:
+    def event_body(self, record: AuditRecord, count: int = 1, message: str | None = None) -> dict[str, Any]:
         namespace = record.namespace or "default"
         if record.pod and record.pod_uid:
             involved = {"apiVersion": "v1", "kind": "Pod", "namespace": namespace, "name": record.pod}
@@ -139,12 +143,22 @@ class EventSink:
             "involvedObject": involved,
             "reason": EVENT_REASON,
             "type": "Warning",
-            "message": event_message(record),
+            "message": message or event_message(record),
             "firstTimestamp": stamp,
             "lastTimestamp": stamp,
-            "count": 1,
+            "count": count,
             "source": {"component": EVENT_COMPONENT},
         }
+
+    def summary_body(self, summary: Suppressed[AuditRecord]) -> dict[str, Any]:
+        """One Event for the records of a namespace that went beyond its share; it carries the latest."""
+        latest = dataclasses.replace(summary.latest, pod_uid="")  # about the namespace, not one pod
+        message = truncate(
+            f"trustgate: {summary.count} more rejections and violations in namespace {summary.source} than its "
+            f"share of Events; the latest: {event_message(summary.latest)} (every record: trustctl audit)",
+            MAX_EVENT_MESSAGE,
+        )
+        return self.event_body(latest, count=summary.count, message=message)
 
     def send(self, record: AuditRecord) -> None:
         body = self.event_body(record)
@@ -153,25 +167,30 @@ class EventSink:
     def _ensure_thread(self) -> None:
         if self._pid != os.getpid():  # forked (gunicorn preload): threads do not survive a fork
             self._pid, self._thread = os.getpid(), None
-            self._queue = queue.Queue(maxsize=self._queue.maxsize)
+            self._queue = FairQueue(*self._queue_args)
         if self._thread is not None and self._thread.is_alive():
             return
         with self._start_lock:
             if self._thread is None or not self._thread.is_alive():
+                self._stopping.clear()
                 self._thread = threading.Thread(target=self._run, name="trustgate-events", daemon=True)
                 self._thread.start()
 
     def _run(self) -> None:
-        while True:
-            record = self._queue.get()
+        while not self._stopping.is_set():
+            item = self._queue.get(timeout=0.5)
+            if item is None:
+                continue
             try:
-                if record is None:
-                    return
-                self.send(record)
+                if isinstance(item, Suppressed):
+                    body = self.summary_body(item)
+                    self.api.create_namespaced_event(body["metadata"]["namespace"], body)
+                else:
+                    self.send(item)
             except Exception as error:
                 self._failed(error)
             finally:
-                self._queue.task_done()
+                self._queue.done()
 
     def _failed(self, error: BaseException) -> None:
         if self.on_failure is not None:
@@ -188,8 +207,7 @@ def event_message(record: AuditRecord) -> str:
     where = f" on node {record.node}" if record.node else ""
     policy = f" [{record.policy}]" if record.policy else ""
     message = f"trustgate {what} {record.operation.lower() or 'request'} of pod {pod}{where}{policy}: "
-    message += "; ".join(record.reasons)
-    return message if len(message) <= MAX_EVENT_MESSAGE else message[: MAX_EVENT_MESSAGE - 3] + "..."
+    return truncate(message + "; ".join(record.reasons), MAX_EVENT_MESSAGE)
 
 
 def _event_name(base: str) -> str:
@@ -216,6 +234,11 @@ class AuditLog:
             ["sink"],
             registry=self.registry,
         )
+        self.events_summarized_total = Counter(
+            "trustgate_audit_events_summarized_total",
+            "Audit records beyond their namespace's share of Events, summarized in one Event per namespace",
+            registry=self.registry,
+        )
         for decision in DECISIONS:
             for code in CODES:
                 self.records_total.labels(decision, code)
@@ -223,15 +246,16 @@ class AuditLog:
             self.write_failures_total.labels(sink.name)
             attach = getattr(sink, "attach", None)
             if callable(attach):
-                attach(self._sink_failed)
+                attach(self._sink_failed, self.events_summarized_total.inc)
 
     def expose(self, registry: CollectorRegistry) -> None:
         """Show this log's counters in `registry` too (an app's `/metrics`)."""
         if registry is not self.registry:
-            registry.register(self.records_total)
-            registry.register(self.write_failures_total)
+            for counter in (self.records_total, self.write_failures_total, self.events_summarized_total):
+                registry.register(counter)
 
     def record(self, record: AuditRecord) -> None:
+        record = record.capped()
         try:
             for code in record.codes or [Code.INTERNAL.value]:
                 self.records_total.labels(record.decision, code).inc()
