@@ -46,7 +46,7 @@ def tune_gc() -> None:
 
 def create(settings: ExtenderSettings) -> Flask:
     """The app factory gunicorn calls in each worker."""
-    cache = ClusterCache(api_client(settings.kubeconfig), settings.verifier()).start()
+    cache = ClusterCache(api_client(settings.kubeconfig), settings.verifier(), exempt=settings.exempt).start()
     app = create_app(cache)
     tune_gc()
     return app

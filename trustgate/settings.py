@@ -191,12 +191,22 @@ class TrustSettings(ClusterSettings):
         "longest accepted report lifetime, seconds", DEFAULT_MAX_LIFETIME_SECONDS, parse=seconds, flag="--max-lifetime"
     )
 
+    exempt_namespaces: tuple[str, ...] = option(
+        "namespaces whose pods never need trust, besides kube-system and trustgate's own (repeatable)",
+        repeated=True,
+        flag="--exempt-namespace",
+    )
     allow_missing_boot_id: bool = option(
         "accept reports without boot_id (authorities that do not bind reports to a boot)",
         False,
         switch=True,
         flag="--allow-reports-without-boot-id",
     )
+
+    @property
+    def exempt(self) -> frozenset[str]:
+        """The namespaces never judged: the control plane's, trustgate's own, and those configured."""
+        return frozenset({"kube-system", self.namespace, *self.exempt_namespaces})
 
     def verifier(self) -> ReportVerifier:
         """Load the keys and build the verifier; raises `ConfigError` when that is impossible."""

@@ -35,7 +35,7 @@ def create(settings: WebhookSettings) -> Flask:
     from kubernetes import client
 
     api = api_client(settings.kubeconfig)
-    cache = ClusterCache(api, settings.verifier()).start()
+    cache = ClusterCache(api, settings.verifier(), exempt=settings.exempt).start()
     sinks: list[Sink] = []
     if settings.audit_log:
         sinks.append(JsonLinesSink(settings.audit_log))

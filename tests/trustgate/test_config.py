@@ -252,3 +252,8 @@ def test_a_good_configuration_does_serve(files: dict[str, Path]) -> None:
     finally:
         process.terminate()
         process.wait(20)
+
+
+def test_the_control_plane_and_trustgates_namespace_are_always_exempt(files: dict[str, Path]) -> None:
+    settings = parse_settings(argv(good_args(files) | {"--namespace": "tg", "--exempt-namespace": "infra"}), True)
+    assert settings.exempt == {"kube-system", "tg", "infra"}

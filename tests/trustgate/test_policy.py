@@ -424,32 +424,53 @@ def test_a_warn_policy_does_not_soften_the_pods_own_trust_selector(issuer: Issue
         ),
         ({"requiredLevels": []}, "requiredLevels must be a non-empty list of"),
         ({"requiredLevels": "firmware"}, "requiredLevels must be a non-empty list of"),
-        ({"requiredLevels": [["firmware"]]}, "unhashable type"),
+        ({"requiredLevels": [["firmware"]]}, "requiredLevels must be a non-empty list of"),
         ({"enforcement": "Block"}, "enforcement must be Enforce, Warn or Audit"),
+        ({"enforcement": "Warn", "requiredAssetTags": {"tier": 1}}, "requiredAssetTags must map strings to strings"),
         (
-            {"enforcement": "Warn", "encryptedImages": "registry.example/*"},
-            "encryptedImages must be a list of image patterns",
+            {"namespaceSelector": {"matchLabels": {"env": "prod"}}, "podSelector": {"matchLabels": ["app=db"]}},
+            "matchLabels must map strings to strings",
         ),
-        ({"encryptedImages": [""]}, "encryptedImages must be a list of image patterns"),
-        ({"requiredAssetTags": {"tier": 1}}, "requiredAssetTags must map strings to strings"),
-        ({"namespaceSelector": {"matchLabels": ["env=prod"]}}, "matchLabels must map strings to strings"),
-        ({"podSelector": {"matchExpressions": [{"key": "app", "operator": "Gt", "values": ["1"]}]}}, "operator 'Gt'"),
     ],
     ids=lambda value: None,
 )
-def test_an_invalid_trust_policy_fails_closed_with_its_error_as_the_reason(good: Snapshot, spec, error: str) -> None:
-    snapshot = Snapshot.build(
-        good.verifier,
-        nodes=[node_object("n1")],
-        reports=dict(good.tokens),
-        policies=[trust_policy("broken", **spec)],
+def test_an_invalid_trust_policy_fails_closed_for_what_its_readable_parts_select(
+    issuer: Issuer, spec, error: str
+) -> None:
+    snapshot = world(
+        issuer,
+        {"n1": issuer.token("n1", now=NOW)},
+        policies=(trust_policy("broken", **spec),),
+        namespaces={"prod": {"env": "prod"}, "dev": {"env": "dev"}},
     )
 
-    verdict = decide(snapshot, pod_object(namespace="anywhere"))  # a pod no valid policy would select
+    verdict = decide(snapshot, pod_object(namespace="prod"))
 
-    assert verdict is not None and verdict.blocked  # even a broken Warn policy blocks: we cannot trust its text
+    assert verdict is not None and verdict.blocked  # even a Warn policy blocks: we cannot trust its text
     (reason,) = messages(verdict.reasons())
     assert reason.startswith("TrustPolicy broken is invalid: ") and error in reason
+    if "namespaceSelector" in spec:
+        assert decide(snapshot, pod_object(namespace="dev")) is None  # outside its readable selector
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"podSelector": {"matchExpressions": [{"key": "app", "operator": "In"}]}},
+        {"podSelector": {"matchExpressions": [{"key": "app", "operator": "Gt", "values": ["1"]}]}},
+        {"namespaceSelector": {"matchLabels": ["env=prod"]}},
+        {"encryptedImages": "registry.example/*", "enforcement": "Warn"},
+        {"encryptedImages": [""], "requiredLevels": ["kernel"]},
+        {"podSelector": {"matchLabels": {"app": 1}}, "namespaceSelector": {"matchExpressions": "x"}},
+    ],
+    ids=lambda value: None,
+)
+def test_a_policy_whose_only_selectors_are_malformed_selects_nothing(issuer: Issuer, spec) -> None:
+    policy = TrustPolicy.from_resource(trust_policy("typo", **spec))
+    snapshot = world(issuer, {"n1": None}, policies=(trust_policy("typo", **spec),))
+
+    assert policy.error is not None and policy.selects_nothing
+    assert decide(snapshot, pod_object(namespace="default", labels={"app": "web"})) is None
 
 
 def test_a_trust_policy_whose_spec_is_not_an_object_is_invalid() -> None:
@@ -599,3 +620,17 @@ def test_pod_facts_collect_images_of_every_container_kind() -> None:
 
     assert sorted(facts.images) == ["a", "b", "e", "i"]
     assert (facts.namespace, facts.name, facts.node_name) == ("default", "web", "n1")
+
+
+def test_pods_of_exempt_namespaces_never_need_trust_whatever_a_policy_selects(issuer: Issuer) -> None:
+    everything = trust_policy("everything")
+    snapshot = Snapshot.build(
+        issuer.verifier(),
+        nodes=[node_object("n1")],
+        policies=[everything],
+        namespaces={"kube-system": {}, "trustgate-system": {}, "default": {}},
+        exempt=frozenset({"kube-system", "trustgate-system"}),
+    )
+    for namespace in ("kube-system", "trustgate-system"):
+        assert snapshot.requirement(pod_facts(pod_object(namespace=namespace, node_selector=TRUSTED))) is None
+    assert snapshot.requirement(pod_facts(pod_object(namespace="default"))) is not None

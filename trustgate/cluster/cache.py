@@ -156,8 +156,10 @@ class _NodeFacts:
 class ClusterCache(ReadThrough):
     """A `ClusterView` fed by watches. `snapshot()` is cheap: it rebuilds only after a change."""
 
-    def __init__(self, api: ApiClient, verifier: ReportVerifier, watch_pods: bool = False) -> None:
-        self.api, self.verifier = api, verifier
+    def __init__(
+        self, api: ApiClient, verifier: ReportVerifier, watch_pods: bool = False, exempt: frozenset[str] = frozenset()
+    ) -> None:
+        self.api, self.verifier, self.exempt = api, verifier, exempt
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._nodes: dict[str, _NodeFacts] = {}
@@ -218,6 +220,7 @@ class ClusterCache(ReadThrough):
                     tokens=MappingProxyType(dict(self._tokens)),
                     policies=tuple(self._policies.values()),
                     namespaces=MappingProxyType(dict(self._namespaces)),
+                    exempt=self.exempt,
                 )
             return self._snapshot
 

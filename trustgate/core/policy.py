@@ -48,7 +48,12 @@ class Enforcement(enum.StrEnum):
 @dataclass(frozen=True)
 class TrustPolicy:
     """A parsed `TrustPolicy`. Selectors are ANDed and a missing selector selects everything;
-    with `encryptedImages`, only pods using a matching image are selected."""
+    with `encryptedImages`, only pods using a matching image are selected.
+
+    A malformed policy keeps its `error` and fails closed, but only for what its well-formed parts
+    select: a selector or image list that cannot be read is left out of the selection, and a policy
+    with no readable selection part that was given selects nothing (`selects_nothing`). One typo can
+    then never make a policy select, and refuse, every pod of the cluster."""
 
     name: str
     namespace_selector: LabelSelector = SELECT_ALL
@@ -58,10 +63,11 @@ class TrustPolicy:
     required_asset_tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     enforcement: Enforcement = Enforcement.ENFORCE
     error: Reason | None = None
+    selects_nothing: bool = False
 
     def selects(self, pod: PodFacts, namespace_labels: Mapping[str, str]) -> bool:
-        if self.error is not None:
-            return True  # fail closed: a policy we cannot read may select anyone
+        if self.selects_nothing:
+            return False
         if not self.namespace_selector.matches(namespace_labels) or not self.pod_selector.matches(pod.labels):
             return False
         if self.encrypted_images:
@@ -73,46 +79,83 @@ class TrustPolicy:
 
     @classmethod
     def from_resource(cls, resource: Mapping[str, Any]) -> TrustPolicy:
-        """Parse a TrustPolicy object. A malformed one is kept, marked with its error, and fails closed."""
+        """Parse a TrustPolicy object; a malformed one is kept, marked with its errors (see the class)."""
         metadata = resource.get("metadata") if isinstance(resource, Mapping) else None
         name = str((metadata if isinstance(metadata, Mapping) else {}).get("name") or "<unnamed>")
-        try:
-            if not isinstance(resource, Mapping):
-                raise PolicyError("not an object")
-            return _parse_policy(name, resource.get("spec") or {})
-        except (PolicyError, SelectorError, TypeError, AttributeError) as error:
-            return cls(name=name, error=Reason(Code.POLICY_INVALID, f"TrustPolicy {name} is invalid: {error}"))
+        if not isinstance(resource, Mapping):
+            return cls(name=name, error=_invalid(name, ["not an object"]), selects_nothing=True)
+        spec = resource.get("spec") or {}
+        if not isinstance(spec, Mapping):
+            return cls(name=name, error=_invalid(name, ["spec must be an object"]), selects_nothing=True)
+        return _parse_policy(name, spec)
+
+
+def _invalid(name: str, problems: list[str]) -> Reason:
+    return Reason(Code.POLICY_INVALID, f"TrustPolicy {name} is invalid: {'; '.join(problems)}")
 
 
 def _parse_policy(name: str, spec: Mapping[str, Any]) -> TrustPolicy:
-    if not isinstance(spec, Mapping):
-        raise PolicyError("spec must be an object")
-    images = spec.get("encryptedImages") or []
-    if not isinstance(images, list) or not all(isinstance(i, str) and i for i in images):
-        raise PolicyError("encryptedImages must be a list of image patterns")
-    levels = spec.get("requiredLevels")
-    if levels is None:
-        required_levels = ALL_LEVELS
-    elif isinstance(levels, list) and levels and set(levels) <= ALL_LEVELS:
-        required_levels = frozenset(levels)
-    else:
-        raise PolicyError(f"requiredLevels must be a non-empty list of {', '.join(LEVELS)}")
-    tags = spec.get("requiredAssetTags") or {}
-    if not isinstance(tags, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
-        raise PolicyError("requiredAssetTags must map strings to strings")
-    try:
-        enforcement = Enforcement(spec.get("enforcement") or "Enforce")
-    except ValueError:
-        raise PolicyError("enforcement must be Enforce, Warn or Audit") from None
+    problems: list[str] = []
+    selection_given, selection_read = 0, 0
+
+    def part(key: str, parse: Any, default: Any) -> Any:
+        nonlocal selection_given, selection_read
+        selection = key in ("namespaceSelector", "podSelector", "encryptedImages")
+        if spec.get(key) is None:
+            return default
+        selection_given += selection
+        try:
+            value = parse(spec[key])
+        except (PolicyError, SelectorError, TypeError, AttributeError, ValueError) as error:
+            problems.append(str(error))
+            return default
+        selection_read += selection
+        return value
+
+    namespace_selector = part("namespaceSelector", parse_label_selector, SELECT_ALL)
+    pod_selector = part("podSelector", parse_label_selector, SELECT_ALL)
+    encrypted = part("encryptedImages", _parse_images, ())
+    levels = part("requiredLevels", _parse_levels, ALL_LEVELS)
+    tags = part("requiredAssetTags", _parse_tags, MappingProxyType({}))
+    enforcement = part("enforcement", _parse_enforcement, Enforcement.ENFORCE)
+    if problems:
+        enforcement = Enforcement.ENFORCE  # its text cannot be trusted: what it selects, it blocks
     return TrustPolicy(
         name=name,
-        namespace_selector=parse_label_selector(spec.get("namespaceSelector")),
-        pod_selector=parse_label_selector(spec.get("podSelector")),
-        encrypted_images=tuple(images),
-        required_levels=required_levels,
-        required_asset_tags=MappingProxyType(dict(tags)),
+        namespace_selector=namespace_selector,
+        pod_selector=pod_selector,
+        encrypted_images=encrypted,
+        required_levels=levels,
+        required_asset_tags=tags,
         enforcement=enforcement,
+        error=_invalid(name, problems) if problems else None,
+        selects_nothing=selection_given > selection_read and selection_read == 0,
     )
+
+
+def _parse_images(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(i, str) and i for i in value):
+        raise PolicyError("encryptedImages must be a list of image patterns")
+    return tuple(value)
+
+
+def _parse_levels(value: Any) -> frozenset[str]:
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value) and set(value) <= ALL_LEVELS:
+        return frozenset(value)
+    raise PolicyError(f"requiredLevels must be a non-empty list of {', '.join(LEVELS)}")
+
+
+def _parse_tags(value: Any) -> Mapping[str, str]:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise PolicyError("requiredAssetTags must map strings to strings")
+    return MappingProxyType(dict(value))
+
+
+def _parse_enforcement(value: Any) -> Enforcement:
+    try:
+        return Enforcement(value)
+    except ValueError:
+        raise PolicyError("enforcement must be Enforce, Warn or Audit") from None
 
 
 @dataclass(frozen=True)
@@ -139,6 +182,9 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
         raise PolicyError("pod labels must be an object")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
         raise PolicyError("pod labels must be an object of strings")  # a podSelector could not match them
+    for member in ("namespace", "name", "generateName"):
+        if metadata.get(member) is not None and not isinstance(metadata[member], str):
+            raise PolicyError(f"pod metadata.{member} must be a string")
     try:
         constraints = parse_node_constraints(spec)
     except SelectorError as error:

@@ -38,20 +38,21 @@ class Snapshot:
     tokens: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # node name -> report token
     policies: tuple[TrustPolicy, ...] = ()
     namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: _EMPTY)  # name -> labels
+    exempt: frozenset[str] = frozenset()  # namespaces whose pods never need trust (the control plane, trustgate)
     built_at: float = field(default_factory=time.time)
 
     @property
     def skew(self) -> float:
         return self.verifier.settings.skew_seconds
 
-    def requirement(
-        self, pod: PodFacts, namespace_labels: Mapping[str, str] | None = None
-    ) -> TrustRequirement | None:
+    def requirement(self, pod: PodFacts, namespace_labels: Mapping[str, str] | None = None) -> TrustRequirement | None:
         """The pod's requirement, from its namespace's labels (`namespace_labels`, else the snapshot's).
 
         Raises `UnknownNamespace` when the snapshot has not seen the pod's namespace yet and a policy
         selects by namespace: judging it against no labels could miss a policy that selects it (a
         namespace created a moment ago, with a policy's labels). The adapters then read it live."""
+        if pod.namespace in self.exempt:
+            return None  # whatever a policy selects: the control plane and trustgate must always be able to run
         labels = namespace_labels if namespace_labels is not None else self.namespaces.get(pod.namespace)
         if labels is None:
             if self.selects_by_namespace:
@@ -89,6 +90,7 @@ class Snapshot:
         policies: Iterable[Mapping[str, Any]] = (),
         namespaces: Mapping[str, Mapping[str, str]] | None = None,
         synced: bool = True,
+        exempt: frozenset[str] = frozenset(),
     ) -> Snapshot:
         """A snapshot from plain Kubernetes objects (as JSON) and report tokens by node name."""
         tokens = dict(reports or {})
@@ -106,6 +108,7 @@ class Snapshot:
             tokens=MappingProxyType(tokens),
             policies=tuple(TrustPolicy.from_resource(p) for p in policies),
             namespaces=MappingProxyType(dict(namespaces or {})),
+            exempt=exempt,
         )
 
 
