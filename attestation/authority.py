@@ -91,6 +91,7 @@ class Pending:
     boot_id: str
     ek_fingerprint: str
     ak: tpm.TpmPublic
+    signer: bytes  # the AK's qualified name under the EK: what its quotes name as qualifiedSigner
     secret_digest: bytes
     expires: float
 
@@ -103,6 +104,7 @@ class Agent:
     boot_id: str
     ek_fingerprint: str
     ak: tpm.TpmPublic
+    signer: bytes
     reset_count: int | None = None
     last_result: str = ""
     last_levels: dict[str, bool] = field(default_factory=dict)
@@ -201,6 +203,7 @@ class Authority:
                 boot_id,
                 ek_fp,
                 ak,
+                ak.qualified_name(tpm.endorsement_qualified_name(ek)),
                 hashlib.sha256(secret).digest(),
                 self.clock() + self.registration_ttl,
             )
@@ -221,7 +224,13 @@ class Authority:
                 if old.node == pending.node:  # one agent per node: the newest registration wins
                     del self.agents[old_id]
             self.agents[agent_id] = Agent(
-                agent_id, pending.node, pending.system_uuid, pending.boot_id, pending.ek_fingerprint, pending.ak
+                agent_id,
+                pending.node,
+                pending.system_uuid,
+                pending.boot_id,
+                pending.ek_fingerprint,
+                pending.ak,
+                pending.signer,
             )
         self._record("activate", "ok", pending.node)
 
@@ -286,7 +295,7 @@ class Authority:
         if system_uuid.casefold() != agent.system_uuid.casefold():
             raise self._refuse("attest", agent.node, "host system UUID changed since registration; register again")
         try:
-            attest = tpm.verify_quote(agent.ak, quote, signature, nonce, pcrs)
+            attest = tpm.verify_quote(agent.ak, quote, signature, nonce, pcrs, agent.signer)
         except tpm.TpmError as error:
             raise self._refuse("attest", agent.node, error.reason) from None
         if tuple(sorted(pcrs)) != QUOTED_PCRS:

@@ -21,7 +21,7 @@ from flask.testing import FlaskClient
 from agent.agent import Agent, AgentConfig, AuthorityRefused
 from agent.swtpm import LocalCa, SoftwareTpm
 from agent.tpm2 import Tpm2Tools
-from attestation import ekcert
+from attestation import ekcert, tpm
 from attestation.app import create_app
 from attestation.authority import Authority, StaticEnrollment
 from attestation.flavors import LEVEL_PCRS, Flavor, flavors_from_values
@@ -184,19 +184,41 @@ def test_host_uuid_not_the_nodes(world: World) -> None:
         world.agent.attest()
 
 
+def _registration(agent: Agent, **overrides: Any) -> dict[str, Any]:
+    """The body the agent's register() sends, with `overrides`."""
+    body = {
+        "node": agent.config.node,
+        "system_uuid": agent.system_uuid(),
+        "boot_id": agent.boot_id(),
+        "ek_certificate": base64.b64encode(agent.tpm.ek_certificate()).decode(),
+        "ek_public": base64.b64encode(agent.tpm.ek_public()).decode(),
+        "ak_public": base64.b64encode(agent.tpm.ensure_ak()).decode(),
+    }
+    return body | overrides
+
+
+@pytest.mark.parametrize(
+    ("weakness", "reason"),
+    [
+        ({"name_alg": tpm.ALG_SHA1}, "name algorithm is SHA-1"),
+        ({"scheme_hash": tpm.ALG_SHA1}, "signing scheme hash is SHA-1"),
+    ],
+)
+def test_an_attestation_key_using_sha1_is_refused_at_registration(
+    world: World, weakness: dict[str, int], reason: str
+) -> None:
+    from crafted import rsa_key
+
+    weak = base64.b64encode(rsa_key(**weakness).public).decode()
+    with pytest.raises(AuthorityRefused, match=reason) as refused:
+        world.transport.post("/v1/register", _registration(world.agent, ak_public=weak))
+    assert refused.value.status == 403
+    assert world.authority.pending == {} and world.published == []
+
+
 def test_activation_with_the_wrong_secret(world: World) -> None:
     agent = world.agent
-    answer = world.transport.post(
-        "/v1/register",
-        {
-            "node": NODE,
-            "system_uuid": agent.system_uuid(),
-            "boot_id": agent.boot_id(),
-            "ek_certificate": base64.b64encode(agent.tpm.ek_certificate()).decode(),
-            "ek_public": base64.b64encode(agent.tpm.ek_public()).decode(),
-            "ak_public": base64.b64encode(agent.tpm.ensure_ak()).decode(),
-        },
-    )
+    answer = world.transport.post("/v1/register", _registration(agent))
     guess = base64.b64encode(os.urandom(32)).decode()
     with pytest.raises(AuthorityRefused, match="credential activation failed: wrong secret"):
         world.transport.post("/v1/activate", {"agent_id": answer["agent_id"], "secret": guess})
