@@ -148,10 +148,13 @@ def limiter(settings: AuthoritySettings) -> RegistrationLimiter:
     )
 
 
+def app_for(settings: AuthoritySettings, authority: Authority) -> Flask:
+    return create_app(authority, Readers.of(settings.reader, settings.reader_group), limiter(settings))
+
+
 def create(settings: AuthoritySettings) -> Flask:
     """The app factory gunicorn calls in its worker."""
-    readers = Readers.of(settings.reader, settings.reader_group)
-    return create_app(build(settings), readers, limiter(settings))
+    return app_for(settings, build(settings))
 
 
 def _when(seconds: float) -> str:
