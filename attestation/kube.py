@@ -123,6 +123,10 @@ def requests_of(obj: dict[str, Any] | None) -> list[EnrollmentRequest]:
     ]
 
 
+def _status(obj: dict[str, Any], requests: list[EnrollmentRequest]) -> dict[str, Any]:
+    return {**(obj.get("status") or {}), "requests": [request_to_object(r) for r in requests], "pending": len(requests)}
+
+
 def _enrolled_of(obj: dict[str, Any] | None) -> str:
     return str(((obj or {}).get("spec") or {}).get("ekCertificateSHA256", "")).lower()
 
@@ -159,7 +163,7 @@ class KubeEnrollment:
                 kept, dropped, changed = merge_request(requests_of(obj), request, self.max_requests)
                 if not changed:
                     return []
-                obj["status"] = {**(obj.get("status") or {}), "requests": [request_to_object(r) for r in kept]}
+                obj["status"] = _status(obj, kept)
                 try:
                     self.objects.replace_cluster_custom_object_status(GROUP, VERSION, AGENTS, request.node, obj)
                 except ApiException as error:
@@ -246,7 +250,7 @@ def _forget_request(objects: client.CustomObjectsApi, node: str, fingerprint: st
     for _ in range(CONFLICT_RETRIES):
         obj = objects.get_cluster_custom_object(GROUP, VERSION, AGENTS, node)
         kept = [r for r in requests_of(obj) if r.ek_fingerprint != fingerprint]
-        obj["status"] = {**(obj.get("status") or {}), "requests": [request_to_object(r) for r in kept]}
+        obj["status"] = _status(obj, kept)
         try:
             objects.replace_cluster_custom_object_status(GROUP, VERSION, AGENTS, node, obj)
             return
