@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from agent.main import main as agent_main
 from attestation.authority import REQUEST_REFRESH, EnrollmentRequest, StaticEnrollment, merge_request
 from attestation.identity import ClientIdentity, Readers, identity_from_der
+from attestation.kube import EnrollmentError, KubeEnrollment, check_fingerprint, request_to_object, requests_of
 from attestation.ratelimit import RATE_LIMITED, Rate, RegistrationLimiter
 from trustgate import certificates
 
@@ -155,3 +157,90 @@ def test_the_agent_needs_its_node_certificate(tmp_path: Path, capsys: pytest.Cap
     (tmp_path / "bad.pem").write_text("not a certificate")
     assert agent_main([*base, f"--client-cert={tmp_path / 'bad.pem'}"]) == 2
     assert "is not usable" in capsys.readouterr().err
+
+
+# --- AttestedAgent status writes (the API server is faked here; the real one is in tests/e2e) ----------
+
+
+class FakeObjects:
+    """CustomObjectsApi for one AttestedAgent: resourceVersion checks like the API server's."""
+
+    def __init__(self, conflicts: int = 0, exists: bool = True) -> None:
+        self.obj: dict | None = (
+            {"metadata": {"name": "n1", "resourceVersion": "1"}, "spec": {"ekCertificateSHA256": "ee" * 32}}
+            if exists
+            else None
+        )
+        self.conflicts, self.writes = conflicts, 0
+
+    def get_cluster_custom_object(self, group: str, version: str, plural: str, name: str) -> dict:
+        from kubernetes.client.exceptions import ApiException
+
+        if self.obj is None:
+            raise ApiException(status=404)
+        return json.loads(json.dumps(self.obj))
+
+    def create_cluster_custom_object(self, group: str, version: str, plural: str, body: dict) -> dict:
+        self.obj = body | {"metadata": body["metadata"] | {"resourceVersion": "1"}}
+        return json.loads(json.dumps(self.obj))
+
+    def replace_cluster_custom_object_status(
+        self, group: str, version: str, plural: str, name: str, body: dict
+    ) -> dict:
+        from kubernetes.client.exceptions import ApiException
+
+        assert self.obj is not None
+        if self.conflicts:  # someone else wrote in between
+            self.conflicts -= 1
+            self.obj["metadata"]["resourceVersion"] = str(int(self.obj["metadata"]["resourceVersion"]) + 1)
+            self.obj["status"] = {"requests": [request_to_object(_request("c", 50))]}
+        if body["metadata"]["resourceVersion"] != self.obj["metadata"]["resourceVersion"]:
+            raise ApiException(status=409)
+        self.writes += 1
+        self.obj = body | {
+            "metadata": body["metadata"] | {"resourceVersion": str(int(body["metadata"]["resourceVersion"]) + 1)}
+        }
+        self.obj["spec"] = self.obj.get("spec") or {}
+        return body
+
+
+def _kube_enrollment(objects: FakeObjects, max_requests: int = 5) -> KubeEnrollment:
+    from kubernetes import client
+
+    enrollment = KubeEnrollment(client.ApiClient(), max_requests)
+    enrollment.objects = objects  # type: ignore[assignment]
+    return enrollment
+
+
+def test_a_conflicting_write_is_merged_again_not_lost() -> None:
+    objects = FakeObjects(conflicts=1)
+    enrollment = _kube_enrollment(objects)
+    assert enrollment.request(_request("a", 100)) == []
+    assert [r.ek_fingerprint[0] for r in requests_of(objects.obj)] == ["c", "a"], "the other writer's request was lost"
+    assert objects.obj is not None and objects.obj["status"]["pending"] == 2
+    assert objects.obj["spec"] == {"ekCertificateSHA256": "ee" * 32}, "the enrollment is never touched"
+    assert enrollment.enrolled("n1") == frozenset({"ee" * 32})
+
+
+def test_a_node_without_an_attestedagent_gets_one_without_an_enrollment() -> None:
+    objects = FakeObjects(exists=False)
+    enrollment = _kube_enrollment(objects, max_requests=1)
+    assert enrollment.enrolled("n1") == frozenset()
+    enrollment.request(_request("a", 100))
+    (dropped,) = enrollment.request(_request("b", 200))
+    assert dropped.ek_fingerprint == "a" * 64
+    assert objects.obj is not None and objects.obj["spec"] == {}
+    assert [r.ek_fingerprint[0] for r in requests_of(objects.obj)] == ["b"]
+
+
+def test_endless_conflicts_end_in_an_error() -> None:
+    enrollment = _kube_enrollment(FakeObjects(conflicts=100))
+    with pytest.raises(EnrollmentError, match="conflicting writes"):
+        enrollment.request(_request("a", 100))
+
+
+def test_fingerprints_are_checked() -> None:
+    assert check_fingerprint(" " + "AB" * 32 + "\n") == "ab" * 32
+    for bad in ("ab" * 31, "zz" * 32, ""):
+        with pytest.raises(EnrollmentError, match="is not an EK fingerprint"):
+            check_fingerprint(bad)
