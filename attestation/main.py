@@ -40,6 +40,7 @@ from trustgate.settings import ClusterSettings, ConfigError, ServingSettings, op
 from trustgate.startup import Command, Service
 
 PROG = "trustgate-attestation"
+MAX_REQUESTS_STORED = 16  # deploy/attestation-crds.yaml: status.requests maxItems
 REQUEST_HEADERS = ("NODE", "EK SHA256", "SYSTEM UUID", "REQUESTER", "FIRST", "LAST", "COUNT")
 
 
@@ -81,6 +82,8 @@ class AuthoritySettings(ClusterSettings, ServingSettings):
             raise ConfigError("--ek-ca is required: the TPM manufacturers' CA certificates")
         if not self.client_ca:
             raise ConfigError("--client-ca is required: agents authenticate with their node's client certificate")
+        if self.max_requests > MAX_REQUESTS_STORED:
+            raise ConfigError(f"--max-requests is at most {MAX_REQUESTS_STORED} (the AttestedAgent schema's maxItems)")
         if self.workers != 1:
             raise ConfigError("the authority runs one worker: registrations and nonces live in its memory")
         try:

@@ -56,3 +56,14 @@ def test_the_authority_may_record_requests_but_not_enroll() -> None:
     verbs = {resource: set(rule["verbs"]) for rule in role["rules"] for resource in rule["resources"]}
     assert verbs["attestedagents"] == {"get", "create"}, "patch or update would let it write spec (the enrollment)"
     assert verbs["attestedagents/status"] == {"get", "update"}
+
+
+def test_the_request_limit_fits_the_schema() -> None:
+    from attestation.authority import MAX_REQUESTS_PER_NODE
+    from attestation.main import MAX_REQUESTS_STORED
+
+    (crd,) = [d for d in _documents("attestation-crds.yaml") if d["metadata"]["name"] == "attestedagents.trustgate.dev"]
+    (version,) = crd["spec"]["versions"]
+    assert version["subresources"] == {"status": {}}, "the authority writes requests through the status only"
+    requests = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["requests"]
+    assert requests["maxItems"] == MAX_REQUESTS_STORED >= MAX_REQUESTS_PER_NODE

@@ -140,5 +140,7 @@ def test_serve_refuses_an_incomplete_configuration(tmp_path: Path, capsys: pytes
     assert "--client-ca is required: agents authenticate with their node's client certificate" in (
         capsys.readouterr().err
     )
+    assert main([*args, f"--client-ca={key}", "--max-requests=17"]) == 2
+    assert "--max-requests is at most 16" in capsys.readouterr().err
     assert main([*args, f"--client-ca={key}"]) == 2
     assert "not an unencrypted PEM private key" in capsys.readouterr().err
