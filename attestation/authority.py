@@ -323,6 +323,8 @@ class Authority:
         node, ek_fp = pending.node, pending.ek_fingerprint
         enrolled = self.enrollment.enrolled(node)
         if ek_fp not in enrolled:
+            if self.nodes(node) is None:  # deleted since the registration: nothing is recorded for it
+                raise self._refuse(step, node, f"node {node} does not exist")
             now = self.clock()
             request = EnrollmentRequest(node, ek_fp, pending.system_uuid, str(requester), now, now)
             for dropped in self.enrollment.request(request):

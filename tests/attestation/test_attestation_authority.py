@@ -279,6 +279,18 @@ def test_a_node_that_does_not_exist_gets_nothing_recorded(world: World) -> None:
     assert world.enrollment.requests == {} and world.authority.pending == {}
 
 
+def test_a_node_deleted_before_activation_gets_nothing_recorded(world: World) -> None:
+    world.enrollment.mapping.clear()
+    answer = world.transport.post("/v1/register", _registration(world.agent))
+    secret = world.agent.tpm.activate_credential(base64.b64decode(answer["credential"]))
+    del world.nodes[NODE]
+    with pytest.raises(AuthorityRefused, match=f"node {NODE} does not exist"):
+        world.transport.post(
+            "/v1/activate", {"agent_id": answer["agent_id"], "secret": base64.b64encode(secret).decode()}
+        )
+    assert world.enrollment.requests == {}
+
+
 def test_calls_without_a_node_certificate_are_refused(world: World) -> None:
     body = _registration(world.agent)
     with pytest.raises(AuthorityRefused, match="a client certificate is required") as refused:
