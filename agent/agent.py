@@ -33,9 +33,9 @@ class AuthorityUnavailable(Exception):
 
 
 class AuthorityRefused(Exception):
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, retry_after: float = 0.0) -> None:
         super().__init__(f"{status}: {reason}")
-        self.status, self.reason = status, reason
+        self.status, self.reason, self.retry_after = status, reason, retry_after
 
 
 class Transport(Protocol):
@@ -43,16 +43,23 @@ class Transport(Protocol):
 
 
 class HttpTransport:
-    """JSON over HTTPS to the authority, verified with `ca_file`; optional client certificate."""
+    """JSON over HTTPS to the authority, verified with `ca_file`, presenting the client certificate.
+
+    The certificate files are read for each request: the kubelet renews its client certificate in
+    place (`kubelet-client-current.pem`), and the agent must follow without a restart."""
 
     def __init__(
         self, url: str, ca_file: str | None = None, client_cert: tuple[str, str] | None = None, timeout: float = 15.0
     ) -> None:
         self.url = url.rstrip("/")
-        self.context = ssl.create_default_context(cafile=ca_file)
-        if client_cert:
-            self.context.load_cert_chain(*client_cert)
+        self.ca_file, self.client_cert = ca_file, client_cert
         self.timeout = timeout
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.client_cert:
+            context.load_cert_chain(*self.client_cert)
+        return context
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         data = json.dumps(body).encode()
@@ -60,7 +67,7 @@ class HttpTransport:
             self.url + path, data=data, method="POST", headers={"Content-Type": "application/json"}
         )
         try:
-            with urllib.request.urlopen(req, context=self.context, timeout=self.timeout) as response:
+            with urllib.request.urlopen(req, context=self.context(), timeout=self.timeout) as response:
                 return json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as error:
             try:
@@ -69,9 +76,16 @@ class HttpTransport:
                 reason = str(error.reason)
             if error.code >= 500:
                 raise AuthorityUnavailable(f"{error.code}: {reason}") from None
-            raise AuthorityRefused(error.code, str(reason)) from None
+            raise AuthorityRefused(error.code, str(reason), _retry_after(error.headers.get("Retry-After"))) from None
         except (urllib.error.URLError, OSError, ValueError) as error:
             raise AuthorityUnavailable(str(error)) from None
+
+
+def _retry_after(value: str | None) -> float:
+    try:
+        return max(0.0, float(value)) if value else 0.0
+    except ValueError:
+        return 0.0
 
 
 @dataclass
@@ -173,8 +187,10 @@ class Agent:
                 backoff = self.config.min_backoff
                 delay = min(self.config.interval, float(result.get("renew_after") or self.config.interval))
             except (AuthorityUnavailable, AuthorityRefused, TpmCommandError, OSError, KeyError, ValueError) as error:
-                log.warning("attestation failed (retrying in %.0fs): %s", backoff, error)
-                delay, backoff = backoff, min(backoff * 2, self.config.max_backoff)
+                # a rate-limited agent waits at least as long as the authority asks
+                wait = max(backoff, getattr(error, "retry_after", 0.0))
+                log.warning("attestation failed (retrying in %.0fs): %s", wait, error)
+                delay, backoff = wait, min(backoff * 2, self.config.max_backoff)
             self._wake.clear()
             deadline = delay * self._jitter()
             if stop.wait(0) or self._wait(stop, deadline):

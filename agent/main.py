@@ -1,16 +1,20 @@
 """`trustgate-agent`: the trust agent of one worker (a DaemonSet pod with the host's TPM).
 
-    trustgate-agent run --authority https://... --ca ca.crt --node $NODE_NAME [--tcti device:/dev/tpmrm0]
+    trustgate-agent run --authority https://... --ca ca.crt --node $NODE_NAME \\
+        --client-cert /var/lib/kubelet/pki/kubelet-client-current.pem [--tcti device:/dev/tpmrm0]
     trustgate-agent ek-fingerprint           # what an operator enrolls for this node
     trustgate-agent flavor --name NAME       # TrustFlavor objects (YAML) from this known-good host's PCRs
 
 `run` attests every `--interval` seconds at most (sooner when the authority asks, to renew the
-report before it expires), at once on SIGUSR1, and stops on SIGTERM/SIGINT.
+report before it expires), at once on SIGUSR1, and stops on SIGTERM/SIGINT. It authenticates with
+its node's client certificate (the kubelet's, CN=system:node:NAME; see `attestation.identity`):
+`--client-key` defaults to `--client-cert`, since the kubelet keeps both in one file.
 """
 
 from __future__ import annotations
 
 import signal
+import ssl
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -39,8 +43,8 @@ class TpmSettings(Settings):
 class AgentSettings(TpmSettings):
     authority: str | None = option("https://host:port of the attestation authority")
     ca: str | None = option("CA bundle that signed the authority's certificate")
-    client_cert: str | None = option("client certificate for the authority (mTLS)")
-    client_key: str | None = option("its private key")
+    client_cert: str | None = option("this node's client certificate for the authority (mTLS), PEM")
+    client_key: str | None = option("its private key, PEM; default: in the --client-cert file")
     node: str | None = option("this Node's name")
     product_uuid: str = option("file with the host's DMI product UUID", "/sys/class/dmi/id/product_uuid")
     boot_id: str = option("file with the current boot id", "/proc/sys/kernel/random/boot_id")
@@ -51,8 +55,22 @@ class AgentSettings(TpmSettings):
         super().check()
         if not self.authority or not self.node:
             raise ConfigError("--authority and --node (or TRUSTGATE_AUTHORITY and TRUSTGATE_NODE) are required")
-        if bool(self.client_cert) != bool(self.client_key):
-            raise ConfigError("--client-cert and --client-key go together")
+        if not self.client_cert:
+            raise ConfigError(
+                "--client-cert is required: the authority accepts agents by their node's client certificate "
+                "(e.g. /var/lib/kubelet/pki/kubelet-client-current.pem)"
+            )
+        try:
+            self.transport()
+        except (OSError, ssl.SSLError) as error:
+            raise ConfigError(f"client certificate {self.client_cert} is not usable ({error})") from None
+
+    def transport(self) -> HttpTransport:
+        assert self.authority is not None and self.client_cert is not None  # checked
+        client = (self.client_cert, self.client_key or self.client_cert)
+        transport = HttpTransport(self.authority, self.ca, client)
+        transport.context()  # fail at start on unreadable or mismatched files
+        return transport
 
 
 @dataclass(frozen=True)
@@ -67,8 +85,7 @@ class FlavorSettings(TpmSettings):
 
 
 def run(settings: AgentSettings) -> int:
-    assert settings.authority is not None and settings.node is not None  # checked
-    client_cert = (settings.client_cert, settings.client_key) if settings.client_cert and settings.client_key else None
+    assert settings.node is not None  # checked
     config = AgentConfig(
         settings.node,
         settings.product_uuid,
@@ -76,7 +93,7 @@ def run(settings: AgentSettings) -> int:
         interval=settings.interval,
         max_backoff=settings.max_backoff,
     )
-    agent = Agent(config, settings.tpm(), HttpTransport(settings.authority, settings.ca, client_cert))
+    agent = Agent(config, settings.tpm(), settings.transport())
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -9,6 +9,11 @@ The EK is recreated from the endorsement seed with the standard template (`tpm2_
 the key its certificate certifies); the AK (restricted RSASSA-SHA256 signing key, child of the EK)
 is created once and kept as its public and wrapped private parts in the agent's state directory, and
 loaded under the EK with a PolicySecret(endorsement) session whenever it is needed.
+
+The AK is created with `tpm2_create` and every algorithm spelled out (name algorithm SHA-256,
+scheme RSASSA-SHA256, the restricted-signing attributes), not with `tpm2_createak`, whose name
+algorithm is whatever that tool's version defaults to: the authority refuses SHA-1 anywhere, and
+the agent checks the created key the same way before it keeps it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from pathlib import Path
 EK_CERT_NV_RSA = 0x01C00002  # TCG EK Credential Profile: RSA 2048 EK certificate
 QUOTE_PCRS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 17, 18)  # the five levels (DESIGN.md)
 DIGEST = 32  # SHA-256
+AK_NAME_ALG = "sha256"
+AK_KEY = "rsa2048:rsassa-sha256:null"  # key type : signing scheme-hash : no symmetric (a signing key)
+AK_ATTRIBUTES = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign"
 
 
 class TpmCommandError(RuntimeError):
@@ -46,6 +54,19 @@ def der_length(data: bytes) -> int:
         return 2 + first
     count = first & 0x7F
     return 2 + count + int.from_bytes(data[2 : 2 + count], "big")
+
+
+def _check_ak(public: bytes) -> None:
+    """The created AK is what the authority accepts (SHA-256 name, RSASSA-SHA256, restricted signing)."""
+    from attestation import tpm
+
+    try:
+        ak = tpm.parse_public(public, what="AK public")
+        tpm.check_attestation_key(ak)
+    except tpm.TpmError as error:
+        raise TpmCommandError(f"tpm2_create made an unusable attestation key: {error.reason}") from None
+    if (ak.name_alg, ak.scheme) != (tpm.ALG_SHA256, (tpm.ALG_RSASSA, tpm.ALG_SHA256)):
+        raise TpmCommandError("tpm2_create did not make an RSASSA-SHA256 key with a SHA-256 name")
 
 
 class Tpm2Tools:
@@ -114,17 +135,20 @@ class Tpm2Tools:
                     try:
                         self.flush()
                         self._create_ek(tmp)
+                        self._policy_session(tmp)
                         self.run(
-                            "tpm2_createak",
+                            "tpm2_create",
                             "-C", str(tmp / "ek.ctx"),
-                            "-c", str(tmp / "ak.ctx"),
-                            "-G", "rsa", "-g", "sha256", "-s", "rsassa",
+                            "-P", f"session:{tmp / 'session.ctx'}",
+                            "-g", AK_NAME_ALG,
+                            "-G", AK_KEY,
+                            "-a", AK_ATTRIBUTES,
                             "-u", str(tmp / "ak.pub"),
                             "-r", str(tmp / "ak.priv"),
-                            "-n", str(tmp / "ak.name"),
                         )  # fmt: skip
                     finally:
                         self.flush()
+                    _check_ak((tmp / "ak.pub").read_bytes())
                     for part in ("pub", "priv"):
                         target = self.state_dir / f"ak.{part}"
                         target.with_suffix(".tmp").write_bytes((tmp / f"ak.{part}").read_bytes())

@@ -2,13 +2,16 @@
 
     POST /v1/register  {node, system_uuid, boot_id, ek_certificate, ek_public, ak_public}
                        -> 201 {agent_id, credential}
-    POST /v1/activate  {agent_id, secret}                                   -> 200 {node}
+    POST /v1/activate  {agent_id, secret}                                   -> 200 {activated}
     POST /v1/nonce     {agent_id}                                           -> 200 {nonce, expires}
     POST /v1/attest    {agent_id, nonce, quote, signature, pcrs: {"0": hex, ...}, system_uuid, boot_id}
                        -> 200 {node, levels, asset_tags, reasons, expires, renew_after}
-    GET  /v1/agents    the active agents and their last result
-    GET  /healthz, /readyz, /metrics
+    GET  /v1/agents    the active agents and their last result (operators: `Readers`)
+    GET  /healthz, /readyz, /metrics   (no client certificate needed)
 
+Every `/v1` call needs a verified client certificate (`attestation.identity`): none answers 401; one
+that is not a node identity (agent calls) or not a reader (`/v1/agents`) answers 403. Registrations
+are rate-limited per source address and in all (`attestation.ratelimit`): 429 with Retry-After.
 Refusals answer 403 (or 404 for an unknown agent or registration: the agent registers again,
 400 for a malformed request) with {"error": reason}.
 """
@@ -17,15 +20,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
-from attestation.authority import Authority, Refused
+from attestation.authority import Authority, Refused, Requester
+from attestation.identity import ClientIdentity, Readers, peer_identity
+from attestation.ratelimit import RegistrationLimiter
 
 MAX_BODY = 64 * 1024
+UNAUTHENTICATED = Counter(
+    "trustgate_attestation_unauthenticated_total", "API calls refused for their client certificate", ["reason"]
+)
+Identify = Callable[[Mapping[str, Any]], ClientIdentity | None]
 
 
 class BadRequest(Exception):
@@ -56,15 +65,38 @@ def _pcrs(body: dict[str, Any]) -> dict[int, bytes]:
         raise BadRequest("field pcrs must map PCR numbers to hex SHA-256 values") from None
 
 
-def create_app(authority: Authority, ready: Callable[[], bool] = lambda: True) -> Flask:
+def create_app(
+    authority: Authority,
+    readers: Readers,
+    limiter: RegistrationLimiter | None = None,
+    identify: Identify = peer_identity,
+    ready: Callable[[], bool] = lambda: True,
+) -> Flask:
+    """The API; `identify` reads the caller's verified client certificate (gunicorn's TLS socket)."""
     app = Flask("trustgate-attestation")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    limiter = limiter or RegistrationLimiter()
 
     def body() -> dict[str, Any]:
         data = request.get_json(silent=True)
         if not isinstance(data, dict):
             raise BadRequest("expected a JSON object")
         return data
+
+    def caller() -> ClientIdentity:
+        identity = identify(request.environ)
+        if identity is None:
+            UNAUTHENTICATED.labels("no certificate").inc()
+            raise Refused("a client certificate is required", 401)
+        return identity
+
+    def agent() -> Requester:
+        """The calling agent: a node identity, which may act for that node only."""
+        identity = caller()
+        if identity.node is None:
+            UNAUTHENTICATED.labels("not a node").inc()
+            raise Refused(f"client certificate {identity} is not a node identity (CN=system:node:NAME)", 403)
+        return Requester(identity.node, str(identity), request.remote_addr or "")
 
     @app.errorhandler(Refused)
     def refused(error: Refused) -> tuple[Response, int]:
@@ -75,31 +107,41 @@ def create_app(authority: Authority, ready: Callable[[], bool] = lambda: True) -
         return jsonify(error=str(error)), 400
 
     @app.post("/v1/register")
-    def register() -> tuple[Response, int]:
+    def register() -> Response | tuple[Response, int]:
+        requester = agent()  # authenticated first: anonymous calls never drain the buckets
+        limited = limiter.admit(requester.address)
+        if limited is not None:
+            answer = jsonify(error=f"too many registrations ({limited.limit} limit); retry later")
+            answer.headers["Retry-After"] = limited.retry_after_header
+            return answer, 429
         data = body()
         agent_id, credential = authority.register(
             node=_field(data, "node"),
             system_uuid=_field(data, "system_uuid"),
-            boot_id=data.get("boot_id") if isinstance(data.get("boot_id"), str) else "",
+            boot_id=_field(data, "boot_id"),
             ek_cert=_b64(data, "ek_certificate"),
             ek_public=_b64(data, "ek_public"),
             ak_public=_b64(data, "ak_public"),
+            requester=requester,
         )
         return jsonify(agent_id=agent_id, credential=base64.b64encode(credential).decode()), 201
 
     @app.post("/v1/activate")
     def activate() -> Response:
+        requester = agent()
         data = body()
-        authority.activate(_field(data, "agent_id"), _b64(data, "secret"))
+        authority.activate(_field(data, "agent_id"), _b64(data, "secret"), requester)
         return jsonify(activated=True)
 
     @app.post("/v1/nonce")
     def nonce() -> Response:
-        value, expires = authority.nonce(_field(body(), "agent_id"))
+        requester = agent()
+        value, expires = authority.nonce(_field(body(), "agent_id"), requester)
         return jsonify(nonce=base64.b64encode(value).decode(), expires=expires)
 
     @app.post("/v1/attest")
     def attest() -> Response:
+        requester = agent()
         data = body()
         outcome = authority.attest(
             agent_id=_field(data, "agent_id"),
@@ -108,7 +150,8 @@ def create_app(authority: Authority, ready: Callable[[], bool] = lambda: True) -
             signature=_b64(data, "signature"),
             pcrs=_pcrs(data),
             system_uuid=_field(data, "system_uuid"),
-            boot_id=data.get("boot_id") if isinstance(data.get("boot_id"), str) else "",
+            boot_id=_field(data, "boot_id"),
+            requester=requester,
         )
         return jsonify(
             node=outcome.node,
@@ -121,6 +164,10 @@ def create_app(authority: Authority, ready: Callable[[], bool] = lambda: True) -
 
     @app.get("/v1/agents")
     def agents() -> Response:
+        identity = caller()
+        if not readers.allow(identity):
+            UNAUTHENTICATED.labels("not a reader").inc()
+            raise Refused(f"client certificate {identity} may not read the agents (--reader, --reader-group)", 403)
         return jsonify(agents=authority.status())
 
     @app.get("/healthz")

@@ -1,37 +1,54 @@
 """`trustgate-attestation`: the attestation authority, and the operator's enrollment commands.
 
     trustgate-attestation serve --issuer URL --signing-key key.pem --ek-ca bundle.pem \\
-        --tls-cert ... --tls-key ... [--kubeconfig ...] [--enrollment file] [--flavors file]
-    trustgate-attestation approve NODE            # enroll the EK that NODE's agent asked with
-    trustgate-attestation enroll NODE SHA256      # enroll an EK certificate fingerprint for NODE
+        --tls-cert ... --tls-key ... --client-ca agents-ca.crt [--reader-group system:masters] \\
+        [--kubeconfig ...] [--enrollment file] [--flavors file]
+    trustgate-attestation requests [NODE]         # the EKs that asked for a node (proven by their TPM)
+    trustgate-attestation approve NODE SHA256     # enroll the EK of one of NODE's requests
+    trustgate-attestation enroll NODE SHA256      # enroll an EK certificate fingerprint known out of band
 
 Without `--enrollment` the AttestedAgent objects are the enrollment; without `--flavors`, the
 TrustFlavor objects are the flavors. One gunicorn worker (registrations and nonces live in its
-memory; an agent that the authority forgot after a restart registers again on its own).
+memory; an agent that the authority forgot after a restart registers again on its own). Agents
+authenticate with client certificates (`--client-ca`, see `attestation.identity`).
 """
 
 from __future__ import annotations
 
+import ssl
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 from flask import Flask
 
 from attestation.app import create_app
-from attestation.authority import Authority, StaticEnrollment
+from attestation.authority import MAX_REQUESTS_PER_NODE, Authority, EnrollmentRequest, StaticEnrollment
 from attestation.ekcert import EkVerifier, load_bundle
 from attestation.flavors import FileFlavors
+from attestation.identity import Readers
+from attestation.ratelimit import PER_SOURCE, TOTAL, Rate, RegistrationLimiter
+from trustgate.cli.tables import format_table
 from trustgate.cluster.api import api_client
 from trustgate.cluster.reports import publish
 from trustgate.core.keys import KeyConfigError
 from trustgate.keyfiles import load_private_key
-from trustgate.settings import ClusterSettings, ConfigError, ServingSettings, option, seconds
+from trustgate.settings import ClusterSettings, ConfigError, ServingSettings, option, positive_int, seconds
 from trustgate.startup import Command, Service
 
 PROG = "trustgate-attestation"
+MAX_REQUESTS_STORED = 16  # deploy/attestation-crds.yaml: status.requests maxItems
+REQUEST_HEADERS = ("NODE", "EK SHA256", "SYSTEM UUID", "REQUESTER", "FIRST", "LAST", "COUNT")
+
+
+def rate(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"must be more than 0, not {text}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -43,6 +60,19 @@ class AuthoritySettings(ClusterSettings, ServingSettings):
     flavors: str | None = option("YAML of TrustFlavor objects; default: the cluster's")
     report_ttl: float = option("report lifetime, seconds", 600.0, parse=seconds)
     nonce_ttl: float = option("nonce lifetime, seconds", 60.0, parse=seconds)
+    reader: tuple[str, ...] = option("client certificate CN that may read /v1/agents (repeatable)", repeated=True)
+    reader_group: tuple[str, ...] = option(
+        "client certificate O (group) that may read /v1/agents (repeatable)", repeated=True
+    )
+    register_burst: int = option("registrations at once from one source address", PER_SOURCE.burst, parse=positive_int)
+    register_rate: float = option(
+        "registrations per second from one source address, sustained", PER_SOURCE.per_second, parse=rate
+    )
+    register_total_burst: int = option("registrations at once from all sources", TOTAL.burst, parse=positive_int)
+    register_total_rate: float = option(
+        "registrations per second from all sources, sustained", TOTAL.per_second, parse=rate
+    )
+    max_requests: int = option("enrollment requests kept per node", MAX_REQUESTS_PER_NODE, parse=positive_int)
 
     def check(self) -> None:
         for name in ("issuer", "signing_key"):
@@ -50,6 +80,10 @@ class AuthoritySettings(ClusterSettings, ServingSettings):
                 raise ConfigError(f"--{name.replace('_', '-')} is required")
         if not self.ek_ca:
             raise ConfigError("--ek-ca is required: the TPM manufacturers' CA certificates")
+        if not self.client_ca:
+            raise ConfigError("--client-ca is required: agents authenticate with their node's client certificate")
+        if self.max_requests > MAX_REQUESTS_STORED:
+            raise ConfigError(f"--max-requests is at most {MAX_REQUESTS_STORED} (the AttestedAgent schema's maxItems)")
         if self.workers != 1:
             raise ConfigError("the authority runs one worker: registrations and nonces live in its memory")
         try:
@@ -73,14 +107,29 @@ class EnrollFingerprintSettings(EnrollSettings):
     fingerprint: str = option("SHA-256 of the node's EK certificate", "", positional=True)
 
 
+@dataclass(frozen=True)
+class ApproveSettings(EnrollSettings):
+    fingerprint: str | None = option(
+        "SHA-256 of the EK certificate of the request to approve; without it, the node's requests are shown",
+        positional=True,
+        optional=True,
+    )
+
+
+@dataclass(frozen=True)
+class RequestsSettings(ClusterSettings):
+    node: str | None = option("only this Node's requests", positional=True, optional=True)
+
+
 def build(settings: AuthoritySettings) -> Authority:
     from attestation import kube
 
     api = api_client(settings.kubeconfig)
     if settings.enrollment:
-        enrollment = StaticEnrollment(yaml.safe_load(Path(settings.enrollment).read_text()) or {})
+        mapping = yaml.safe_load(Path(settings.enrollment).read_text()) or {}
+        enrollment = StaticEnrollment(mapping, settings.max_requests)
     else:
-        enrollment = kube.KubeEnrollment(api)  # type: ignore[assignment]
+        enrollment = kube.KubeEnrollment(api, settings.max_requests)  # type: ignore[assignment]
     assert settings.issuer is not None and settings.signing_key is not None  # checked
     return Authority(
         issuer=settings.issuer,
@@ -95,18 +144,83 @@ def build(settings: AuthoritySettings) -> Authority:
     )
 
 
+def limiter(settings: AuthoritySettings) -> RegistrationLimiter:
+    return RegistrationLimiter(
+        Rate(settings.register_burst, settings.register_rate),
+        Rate(settings.register_total_burst, settings.register_total_rate),
+    )
+
+
+def app_for(settings: AuthoritySettings, authority: Authority) -> Flask:
+    return create_app(authority, Readers.of(settings.reader, settings.reader_group), limiter(settings))
+
+
 def create(settings: AuthoritySettings) -> Flask:
     """The app factory gunicorn calls in its worker."""
-    return create_app(build(settings))
+    return app_for(settings, build(settings))
 
 
-def enroll(settings: EnrollSettings) -> int:
+def _when(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _request_table(requests: Sequence[EnrollmentRequest]) -> str:
+    rows = [
+        (
+            r.node,
+            r.ek_fingerprint,
+            r.system_uuid,
+            r.requester,
+            _when(r.first_requested),
+            _when(r.last_requested),
+            r.count,
+        )
+        for r in requests
+    ]
+    return format_table(REQUEST_HEADERS, [[str(cell) for cell in row] for row in rows])
+
+
+def show_requests(settings: RequestsSettings) -> int:
     from attestation import kube
 
-    given = settings.fingerprint if isinstance(settings, EnrollFingerprintSettings) else None
+    requests = kube.pending_requests(api_client(settings.kubeconfig), settings.node)
+    if not requests:
+        print(f"no enrollment requests{f' for node {settings.node}' if settings.node else ''}")
+        return 0
+    print(_request_table(requests))
+    return 0
+
+
+def approve(settings: ApproveSettings) -> int:
+    """Approve one request by its EK fingerprint; without one, show the node's requests and refuse."""
+    from attestation import kube
+
+    api = api_client(settings.kubeconfig)
+    if not settings.fingerprint:
+        requests = kube.pending_requests(api, settings.node)
+        if requests:
+            print(_request_table(requests))
+        print(
+            f"{PROG}: give the EK fingerprint of the request to approve: approve {settings.node} SHA256 "
+            f"(compare it with `trustgate-agent ek-fingerprint` on the host){'' if requests else '; none pending'}",
+            file=sys.stderr,
+        )
+        return 1
     try:
-        fingerprint = kube.enroll(api_client(settings.kubeconfig), settings.node, given)
-    except ValueError as error:
+        chosen = kube.approve(api, settings.node, settings.fingerprint)
+    except kube.EnrollmentError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 1
+    print(f"node {settings.node} enrolled with EK {chosen.ek_fingerprint} (requested by {chosen.requester})")
+    return 0
+
+
+def enroll(settings: EnrollFingerprintSettings) -> int:
+    from attestation import kube
+
+    try:
+        fingerprint = kube.enroll(api_client(settings.kubeconfig), settings.node, settings.fingerprint)
+    except kube.EnrollmentError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 1
     print(f"node {settings.node} enrolled with EK {fingerprint}")
@@ -116,8 +230,13 @@ def enroll(settings: EnrollSettings) -> int:
 SERVICE = Service(
     PROG,
     commands={
-        "serve": Command(AuthoritySettings, app=create, help="run the authority"),
-        "approve": Command(EnrollSettings, run=enroll, help="enroll the EK that NODE's agent asked to register with"),
+        # Probes carry no client certificate: the listener asks for one without requiring it, and the
+        # app refuses every /v1 call that has none (attestation.identity).
+        "serve": Command(
+            AuthoritySettings, app=create, help="run the authority", server={"cert_reqs": ssl.CERT_OPTIONAL}
+        ),
+        "requests": Command(RequestsSettings, run=show_requests, help="list the EKs that asked to be enrolled"),
+        "approve": Command(ApproveSettings, run=approve, help="enroll the EK of one of NODE's requests (SHA256)"),
         "enroll": Command(EnrollFingerprintSettings, run=enroll, help="enroll an EK certificate fingerprint for NODE"),
     },
     shared=ClusterSettings,

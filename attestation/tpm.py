@@ -8,7 +8,14 @@
   over the encrypted credential and the AK's Name. Only the TPM holding the EK's private key, with
   an object of that exact Name loaded, can recover the credential (TPM2_ActivateCredential).
 - `verify_quote`: a TPMS_ATTEST of type quote, its signature by the AK (RSASSA, RSAPSS or ECDSA),
-  the qualifying data (the authority's nonce) and the PCR digest over the reported PCR values.
+  the signer's qualified name, the qualifying data (the authority's nonce) and the PCR digest over
+  the reported PCR values.
+
+Hash strength: SHA-1 collisions are practical, so a key whose Name is a SHA-1 digest, or a quote
+signed over a SHA-1 digest, proves nothing about which key or which PCR values were meant. Keys
+(nameAlg) and quote signatures must use SHA-256 or stronger, and a quote's signature must use the
+AK's own scheme and hash: a restricted AK signs with its scheme only, so any other scheme on a quote
+means the quote did not come from that AK's TPM.
 
 All big-endian, as on the wire. Every parse error is a `TpmError` with a reason.
 """
@@ -55,6 +62,19 @@ HASHES: dict[int, tuple[str, type[hashes.HashAlgorithm]]] = {
     ALG_SHA512: ("sha512", hashes.SHA512),
 }
 HASH_IDS = {name: alg for alg, (name, _) in HASHES.items()}
+STRONG_HASHES = frozenset({ALG_SHA256, ALG_SHA384, ALG_SHA512})  # SHA-1 is accepted nowhere
+SIGNING_SCHEMES = {ALG_RSA: frozenset({ALG_RSASSA, ALG_RSAPSS}), ALG_ECC: frozenset({ALG_ECDSA})}
+ALG_NAMES = {
+    ALG_SHA1: "SHA-1",
+    ALG_SHA256: "SHA-256",
+    ALG_SHA384: "SHA-384",
+    ALG_SHA512: "SHA-512",
+    ALG_RSASSA: "RSASSA",
+    ALG_RSAPSS: "RSAPSS",
+    ALG_ECDSA: "ECDSA",
+    ALG_NULL: "none",
+}
+TPM_RH_ENDORSEMENT = 0x4000000B  # the endorsement hierarchy's handle: the Name at the top of an EK's qualified name
 CREDENTIAL_FILE_MAGIC, CREDENTIAL_FILE_VERSION = 0xBADCC0DE, 1  # tpm2-tools' makecredential output
 
 
@@ -64,6 +84,10 @@ class TpmError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def alg_name(alg: int) -> str:
+    return ALG_NAMES.get(alg, f"0x{alg:04x}")
 
 
 def _hash_name(alg: int) -> str:
@@ -139,6 +163,10 @@ class TpmPublic:
     def name(self) -> bytes:
         return struct.pack(">H", self.name_alg) + digest(self.name_alg, self.raw)
 
+    def qualified_name(self, parent_qualified_name: bytes) -> bytes:
+        """QN = nameAlg || H_nameAlg(parent's QN || Name) (Part 1, 16.6): binds the object to its parents."""
+        return struct.pack(">H", self.name_alg) + digest(self.name_alg, parent_qualified_name + self.name)
+
     def has(self, *attributes: int) -> bool:
         return all(self.attributes & a for a in attributes)
 
@@ -209,6 +237,18 @@ def check_attestation_key(ak: TpmPublic) -> None:
         raise TpmError(f"attestation key lacks the attributes {', '.join(missing)}")
     if ak.attributes & DECRYPT:
         raise TpmError("attestation key is also a decryption key")
+    _require_strong(ak.name_alg, "attestation key's name algorithm")
+    scheme, scheme_hash = ak.scheme
+    allowed = SIGNING_SCHEMES[ak.type]
+    if scheme not in allowed:
+        names = " or ".join(sorted(alg_name(a) for a in allowed))
+        raise TpmError(f"attestation key's signing scheme is {alg_name(scheme)}, not {names}")
+    _require_strong(scheme_hash, "attestation key's signing scheme hash")
+
+
+def _require_strong(alg: int, what: str) -> None:
+    if alg not in STRONG_HASHES:
+        raise TpmError(f"{what} is {alg_name(alg)}: SHA-256 or stronger is required")
 
 
 def check_endorsement_key(ek: TpmPublic) -> None:
@@ -219,6 +259,12 @@ def check_endorsement_key(ek: TpmPublic) -> None:
         raise TpmError("endorsement key is a signing key")
     if ek.symmetric[0] != ALG_AES or ek.symmetric[2] != ALG_CFB:
         raise TpmError("endorsement key's symmetric algorithm is not AES-CFB")
+    _require_strong(ek.name_alg, "endorsement key's name algorithm")
+
+
+def endorsement_qualified_name(ek: TpmPublic) -> bytes:
+    """The qualified name of a primary key of the endorsement hierarchy (an EK)."""
+    return ek.qualified_name(struct.pack(">I", TPM_RH_ENDORSEMENT))
 
 
 # --- key derivation ------------------------------------------------------------------------
@@ -361,7 +407,14 @@ def parse_signature(data: bytes) -> Signature:
 
 
 def verify_signature(key: TpmPublic, message: bytes, signature: bytes) -> Signature:
+    """The signature by `key` over `message`, in the key's own scheme and hash, SHA-256 or stronger."""
     sig = parse_signature(signature)
+    _require_strong(sig.hash_alg, "quote signature's hash")
+    if (sig.algorithm, sig.hash_alg) != key.scheme:
+        raise TpmError(
+            f"quote signature is {alg_name(sig.algorithm)}-{alg_name(sig.hash_alg)}, not the attestation key's "
+            f"scheme {alg_name(key.scheme[0])}-{alg_name(key.scheme[1])}"
+        )
     hash_alg = HASHES[sig.hash_alg][1]()
     try:
         if isinstance(key.key, rsa.RSAPublicKey):
@@ -391,15 +444,23 @@ def verify_quote(
     signature: bytes,
     nonce: bytes,
     pcr_values: Mapping[int, bytes],
+    signer: bytes,
     bank: int = ALG_SHA256,
 ) -> Attest:
     """Check a quote end to end; returns the parsed TPMS_ATTEST. Raises `TpmError` with the reason.
 
-    `pcr_values` are the values the host reports for the PCRs of `bank`; they must be exactly
-    the PCRs the quote selected, and their digest the one the TPM signed.
+    `signer` is the AK's qualified name (for the agent's AK, a child of the EK:
+    `ak.qualified_name(endorsement_qualified_name(ek))`), which the TPM puts in the quote as
+    qualifiedSigner. `pcr_values` are the values the host reports for the PCRs of `bank`; they must
+    be exactly the PCRs the quote selected, and their digest the one the TPM signed.
     """
     sig = verify_signature(ak, message, signature)  # first: nothing unsigned is interpreted
     attest = parse_attest(message)
+    if not hmac.compare_digest(attest.qualified_signer, signer):
+        raise TpmError(
+            "quote's qualifiedSigner is not the attestation key's qualified name "
+            "(another key, or the AK is not a child of the registered EK)"
+        )
     if not hmac.compare_digest(attest.extra_data, nonce):
         raise TpmError("quote is not over this attestation's nonce (stale or replayed quote)")
     if len(attest.selection) != 1 or attest.selection[0][0] != bank:

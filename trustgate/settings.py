@@ -42,6 +42,7 @@ class Option:
     switch: bool = False  # a boolean flag: present means true
     positional: bool = False
     metavar: str | None = None
+    optional: bool = False  # a positional that may be left out
 
 
 def option(
@@ -54,9 +55,10 @@ def option(
     switch: bool = False,
     positional: bool = False,
     metavar: str | None = None,
+    optional: bool = False,
 ) -> Any:
     """A settings field (see the module docstring). Repeated settings default to an empty tuple."""
-    spec = Option(help, parse, flag, repeated, switch, positional, metavar)
+    spec = Option(help, parse, flag, repeated, switch, positional, metavar, optional)
     if repeated:
         return field(default=tuple(default or ()), metadata={"option": spec})
     return field(default=default, metadata={"option": spec})
@@ -90,7 +92,8 @@ class Settings:
                 continue
             kwargs: dict[str, Any] = {"help": _help(f, spec), "dest": f.name}
             if spec.positional:
-                parser.add_argument(f.name, help=spec.help, metavar=spec.metavar or f.name.upper())
+                nargs = "?" if spec.optional else None
+                parser.add_argument(f.name, help=spec.help, metavar=spec.metavar or f.name.upper(), nargs=nargs)
                 continue
             if spec.switch:
                 kwargs["action"] = "store_const"

@@ -1,7 +1,8 @@
 """The authority end to end over its HTTP API, with the real agent code and a real TPM (swtpm).
 
-Only the cluster is replaced: Nodes are a dict, reports are published into a list, flavors come
-from the PCR values of the clean emulated host.
+Only the cluster and TLS are replaced: Nodes are a dict, reports are published into a list, flavors
+come from the PCR values of the clean emulated host, and the caller's verified client certificate is
+handed to the app directly (tests/attestation/test_attestation_tls.py runs the real listener).
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,27 +23,39 @@ from flask.testing import FlaskClient
 from agent.agent import Agent, AgentConfig, AuthorityRefused
 from agent.swtpm import LocalCa, SoftwareTpm
 from agent.tpm2 import Tpm2Tools
-from attestation import ekcert
+from attestation import ekcert, tpm
 from attestation.app import create_app
 from attestation.authority import Authority, StaticEnrollment
 from attestation.flavors import LEVEL_PCRS, Flavor, flavors_from_values
+from attestation.identity import ClientIdentity, Readers
 from trustgate.core.keys import KeySet, generate_private_key, key_from_pem
-from trustgate.core.report import LEVELS, NodeIdentity, ReportVerifier, VerifierSettings
+from trustgate.core.report import LEVELS, NodeIdentity, ReportVerifier, VerifierSettings, decode_unverified
 
 ISSUER = "https://aias.test"
 NODE = "worker-1"
+IDENTITY = "trustgate.test.client-identity"  # where these tests put the caller's certificate subject
+OPERATOR = ClientIdentity("alice", ("system:masters",))
+
+
+def node_identity(node: str) -> ClientIdentity:
+    """The subject of a kubelet's client certificate."""
+    return ClientIdentity(f"system:node:{node}", ("system:nodes",))
 
 
 class FlaskTransport:
-    def __init__(self, client: FlaskClient) -> None:
-        self.client = client
+    def __init__(self, client: FlaskClient, identity: ClientIdentity | None) -> None:
+        self.client, self.identity = client, identity
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = self.client.post(path, json=body)
+        response = self.client.post(path, json=body, environ_base={IDENTITY: self.identity})
         data = response.get_json(silent=True) or {}
         if response.status_code >= 400:
             raise AuthorityRefused(response.status_code, data.get("error", ""))
         return data
+
+    def get(self, path: str) -> tuple[int, dict[str, Any]]:
+        response = self.client.get(path, environ_base={IDENTITY: self.identity})
+        return response.status_code, response.get_json(silent=True) or {}
 
 
 class Host:
@@ -81,7 +95,9 @@ class World:
             publish=lambda node, token: self.published.append((node, token)),
             report_ttl=300,
         )
-        self.transport = FlaskTransport(create_app(self.authority).test_client())
+        app = create_app(self.authority, Readers.of(groups=["system:masters"]), identify=lambda env: env.get(IDENTITY))
+        self.client = app.test_client()
+        self.transport = self.transport_for(node_identity(NODE))
         self.agent = self.host.agent(self.transport)
         from cryptography.hazmat.primitives import serialization
 
@@ -89,6 +105,9 @@ class World:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         self.verifier = ReportVerifier(KeySet([key_from_pem(pem)]), VerifierSettings(issuers=frozenset({ISSUER})))
+
+    def transport_for(self, identity: ClientIdentity | None) -> FlaskTransport:
+        return FlaskTransport(self.client, identity)
 
     def report(self, index: int = -1) -> Any:
         node, token = self.published[index]
@@ -102,6 +121,21 @@ class World:
 @pytest.fixture
 def world(swtpm: SoftwareTpm, tools: Tpm2Tools, tmp_path: Path, ek_ca: LocalCa) -> World:
     return World(swtpm, tools, tmp_path, ek_ca)
+
+
+@pytest.fixture(scope="module")
+def other_swtpm(ek_ca: LocalCa, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftwareTpm]:
+    """A second host's TPM, with an EK certificate from the same manufacturer CA."""
+    tpm_ = SoftwareTpm(tmp_path_factory.mktemp("other-swtpm"), ek_ca).start()
+    try:
+        yield tpm_
+    finally:
+        tpm_.stop()
+
+
+@pytest.fixture
+def second_tpm(other_swtpm: SoftwareTpm, tmp_path: Path) -> Tpm2Tools:
+    return Tpm2Tools(other_swtpm.tcti, tmp_path / "second-host")
 
 
 def test_register_attest_and_publish_a_verifiable_report(world: World) -> None:
@@ -161,21 +195,224 @@ def test_ek_certificate_from_an_unknown_ca(world: World, tmp_path: Path) -> None
     assert "not issued by a trusted TPM manufacturer CA" in world.reasons()[-1]
 
 
-def test_registration_claiming_another_node(world: World) -> None:
+def test_a_certificate_acts_only_for_its_own_node(world: World) -> None:
     world.nodes["worker-2"] = (world.host.system_uuid, world.host.boot_id)
-    impostor = world.host.agent(world.transport, node="worker-2")
-    with pytest.raises(AuthorityRefused, match=f"enrolled for node {NODE}, not worker-2"):
+    impostor = world.host.agent(world.transport, node="worker-2")  # worker-1's certificate
+    with pytest.raises(AuthorityRefused, match="client certificate is for node worker-1, not worker-2") as refused:
         impostor.attest()
+    assert refused.value.status == 403
+    assert world.enrollment.requests == {} and world.published == []
+
+
+def test_an_enrolled_ek_claiming_another_node_is_only_a_request_for_it(world: World) -> None:
+    """Even with worker-2's own certificate, worker-1's TPM gets nothing for worker-2 but a request."""
+    world.nodes["worker-2"] = (world.host.system_uuid, world.host.boot_id)
+    other = world.host.agent(world.transport_for(node_identity("worker-2")), node="worker-2")
+    with pytest.raises(AuthorityRefused, match=f"EK {world.ek_fp} is not enrolled for node worker-2"):
+        other.attest()
+    assert [r.ek_fingerprint for r in world.enrollment.requests["worker-2"]] == [world.ek_fp]
     assert world.published == []
 
 
-def test_unenrolled_ek_is_recorded_for_approval(world: World) -> None:
+def test_an_unenrolled_ek_is_recorded_after_activation_and_approved_by_fingerprint(world: World) -> None:
     world.enrollment.mapping.clear()
-    with pytest.raises(AuthorityRefused, match="not enrolled for node worker-1; an operator must approve it"):
+    with pytest.raises(
+        AuthorityRefused, match=f"approves it with `trustgate-attestation approve {NODE} {world.ek_fp}`"
+    ):
         world.agent.attest()
-    assert world.enrollment.requests == {NODE: world.ek_fp}
+    (request,) = world.enrollment.requests[NODE]
+    assert (request.node, request.ek_fingerprint, request.system_uuid) == (NODE, world.ek_fp, world.host.system_uuid)
+    assert request.requester.startswith(f"CN=system:node:{NODE}, O=system:nodes from ")
     world.enrollment.mapping[NODE] = {world.ek_fp}  # the operator approves
     assert all(world.agent.attest()["levels"].values())
+
+
+def test_nothing_is_recorded_before_the_tpm_proves_it_holds_the_ek(world: World) -> None:
+    world.enrollment.mapping.clear()
+    answer = world.transport.post("/v1/register", _registration(world.agent))
+    assert world.enrollment.requests == {}, "a registration alone proves nothing"
+    guess = base64.b64encode(os.urandom(32)).decode()
+    with pytest.raises(AuthorityRefused, match="wrong secret"):
+        world.transport.post("/v1/activate", {"agent_id": answer["agent_id"], "secret": guess})
+    assert world.enrollment.requests == {}, "nor does a failed activation"
+
+
+def test_a_second_registrant_for_a_node_is_kept_beside_the_first(world: World, second_tpm: Tpm2Tools) -> None:
+    world.enrollment.mapping.clear()
+    intruder = Host(second_tpm, second_tpm.state_dir, NODE)
+    intruder.system_uuid = world.host.system_uuid  # it may claim anything it likes
+    intruder.uuid_file.write_text(world.host.system_uuid)
+    for agent in (world.agent, intruder.agent(world.transport), world.agent):
+        with pytest.raises(AuthorityRefused, match="is not enrolled"):
+            agent.attest()
+    intruder_fp = ekcert.fingerprint(second_tpm.ek_certificate())
+    requests = {r.ek_fingerprint: r for r in world.enrollment.requests[NODE]}
+    assert set(requests) == {world.ek_fp, intruder_fp}, "the second registrant replaced the first"
+    assert requests[world.ek_fp].count == 1  # seen again within a minute: not rewritten
+
+
+def test_a_node_keeps_only_its_newest_requests(world: World, second_tpm: Tpm2Tools) -> None:
+    from attestation.authority import REQUESTS_DROPPED
+
+    world.enrollment.mapping.clear()
+    world.enrollment.max_requests = 1
+    before = REQUESTS_DROPPED._value.get()
+    with pytest.raises(AuthorityRefused, match="is not enrolled"):
+        world.agent.attest()
+    intruder = Host(second_tpm, second_tpm.state_dir, NODE)
+    intruder.uuid_file.write_text(world.host.system_uuid)
+    with pytest.raises(AuthorityRefused, match="is not enrolled"):
+        intruder.agent(world.transport).attest()
+    assert [r.ek_fingerprint for r in world.enrollment.requests[NODE]] == [
+        ekcert.fingerprint(second_tpm.ek_certificate())
+    ]
+    assert REQUESTS_DROPPED._value.get() == before + 1
+    dropped = [e for e in world.authority.events if e["step"] == "request" and e["result"] == "dropped"]
+    assert len(dropped) == 1 and world.ek_fp in dropped[0]["reason"]
+
+
+def test_a_node_that_does_not_exist_gets_nothing_recorded(world: World) -> None:
+    ghost = world.host.agent(world.transport_for(node_identity("ghost")), node="ghost")
+    with pytest.raises(AuthorityRefused, match="node ghost does not exist") as refused:
+        ghost.attest()
+    assert refused.value.status == 403
+    assert world.enrollment.requests == {} and world.authority.pending == {}
+
+
+def test_a_node_deleted_before_activation_gets_nothing_recorded(world: World) -> None:
+    world.enrollment.mapping.clear()
+    answer = world.transport.post("/v1/register", _registration(world.agent))
+    secret = world.agent.tpm.activate_credential(base64.b64decode(answer["credential"]))
+    del world.nodes[NODE]
+    with pytest.raises(AuthorityRefused, match=f"node {NODE} does not exist"):
+        world.transport.post(
+            "/v1/activate", {"agent_id": answer["agent_id"], "secret": base64.b64encode(secret).decode()}
+        )
+    assert world.enrollment.requests == {}
+
+
+def test_calls_without_a_node_certificate_are_refused(world: World) -> None:
+    body = _registration(world.agent)
+    with pytest.raises(AuthorityRefused, match="a client certificate is required") as refused:
+        world.transport_for(None).post("/v1/register", body)
+    assert refused.value.status == 401
+    with pytest.raises(AuthorityRefused, match="is not a node identity") as refused:
+        world.transport_for(OPERATOR).post("/v1/register", body)
+    assert refused.value.status == 403
+    # a kubelet-like CN without the nodes group is no node identity either
+    with pytest.raises(AuthorityRefused, match="is not a node identity"):
+        world.transport_for(ClientIdentity(f"system:node:{NODE}", ())).post("/v1/register", body)
+    assert world.authority.pending == {}
+
+
+def test_another_nodes_certificate_cannot_use_an_agents_session(world: World) -> None:
+    world.agent.attest()
+    stranger = world.transport_for(node_identity("worker-2"))
+    with pytest.raises(AuthorityRefused, match="client certificate is for node worker-2, not worker-1"):
+        stranger.post("/v1/nonce", {"agent_id": world.agent.agent_id})
+    assert all(world.agent.attest()["levels"].values())  # the agent's own session is untouched
+
+
+def test_only_readers_see_the_agents(world: World) -> None:
+    world.agent.attest()
+    assert world.transport_for(None).get("/v1/agents")[0] == 401
+    assert world.transport_for(node_identity(NODE)).get("/v1/agents")[0] == 403
+    status, body = world.transport_for(OPERATOR).get("/v1/agents")
+    assert status == 200 and [a["node"] for a in body["agents"]] == [NODE]
+    assert world.client.get("/healthz").status_code == 200  # probes need no certificate
+
+
+def test_registration_floods_get_429(world: World) -> None:
+    from attestation.ratelimit import RATE_LIMITED, Rate, RegistrationLimiter
+
+    limiter = RegistrationLimiter(Rate(3, 0.001), Rate(100, 0.001))
+    app = create_app(world.authority, Readers(), limiter, identify=lambda env: env.get(IDENTITY))
+    flood = FlaskTransport(app.test_client(), node_identity(NODE))
+    before = RATE_LIMITED.labels("source")._value.get()
+    statuses = []
+    for _ in range(6):
+        try:
+            flood.post("/v1/register", {"node": NODE})
+        except AuthorityRefused as refused:
+            statuses.append(refused.status)
+    assert statuses == [400, 400, 400, 429, 429, 429]
+    assert RATE_LIMITED.labels("source")._value.get() == before + 3
+    response = app.test_client().post("/v1/register", json={}, environ_base={IDENTITY: node_identity(NODE)})
+    assert response.status_code == 429 and int(response.headers["Retry-After"]) >= 1
+
+
+def test_the_agent_waits_as_long_as_a_429_asks(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def limited(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        calls.append(path)
+        raise AuthorityRefused(429, "too many registrations", retry_after=30)
+
+    monkeypatch.setattr(world.transport, "post", limited)
+    waits: list[float] = []
+    stop = threading.Event()
+
+    def record(_stop: Any, seconds: float) -> bool:
+        waits.append(seconds)
+        stop.set()
+        return True
+
+    world.agent._jitter = lambda: 1.0
+    world.agent._wait = record  # type: ignore[method-assign]
+    world.agent.run(stop)
+    assert calls == ["/v1/register"] and waits == [30]
+
+
+def test_every_report_is_bound_to_the_boot(world: World) -> None:
+    with pytest.raises(AuthorityRefused, match="required") as refused:
+        world.transport.post("/v1/register", _registration(world.agent, boot_id=""))
+    assert refused.value.status == 400
+    body = _registration(world.agent)
+    del body["boot_id"]
+    with pytest.raises(AuthorityRefused, match="field boot_id must be a string"):
+        world.transport.post("/v1/register", body)
+    with pytest.raises(AuthorityRefused, match="boot_id is required") as refused:
+        _attest_with(world, lambda body, nonce: body.update(boot_id=""))
+    assert refused.value.status == 400
+    assert world.published == []
+    world.agent.attest()
+    assert [decode_unverified(token)[1]["boot_id"] for _, token in world.published] == [world.host.boot_id]
+
+
+def test_no_report_is_issued_without_a_boot_id(world: World) -> None:
+    from attestation.authority import Refused
+
+    world.agent.attest()
+    (agent,) = world.authority.agents.values()
+    agent.boot_id = ""
+    with pytest.raises(Refused, match="a report is always bound to the host's boot"):
+        world.authority._issue(agent, dict.fromkeys(LEVELS, True), {}, [])
+    world.authority._publish_failing(agent, "", "evidence")  # nor a failing one: it is logged instead
+    assert len(world.published) == 1
+
+
+def test_an_enrollment_removed_ends_the_agents_reports(world: World) -> None:
+    assert all(world.agent.attest()["levels"].values())
+    world.enrollment.mapping.clear()  # the operator removes the enrollment
+    with pytest.raises(AuthorityRefused, match="is no longer enrolled"):
+        world.agent.attest()
+    assert not any(world.report().levels.values())
+    with pytest.raises(AuthorityRefused, match="unknown agent"):
+        world.agent.attest()
+    with pytest.raises(AuthorityRefused, match="is not enrolled"):  # registers again: a request now
+        world.agent.attest()
+    assert [r.ek_fingerprint for r in world.enrollment.requests[NODE]] == [world.ek_fp]
+
+
+def test_an_agent_holds_a_few_nonces_at_most(world: World) -> None:
+    from attestation.authority import NONCES_PER_AGENT
+
+    world.agent.attest()
+    issued = [world.transport.post("/v1/nonce", {"agent_id": world.agent.agent_id}) for _ in range(20)]
+    assert len(world.authority.nonces) == NONCES_PER_AGENT
+    first = issued[0]["nonce"]
+    with pytest.raises(AuthorityRefused, match="unknown, expired or already used nonce"):
+        _attest_with(world, lambda body, nonce: body.update(nonce=first))
 
 
 def test_host_uuid_not_the_nodes(world: World) -> None:
@@ -184,19 +421,41 @@ def test_host_uuid_not_the_nodes(world: World) -> None:
         world.agent.attest()
 
 
+def _registration(agent: Agent, **overrides: Any) -> dict[str, Any]:
+    """The body the agent's register() sends, with `overrides`."""
+    body = {
+        "node": agent.config.node,
+        "system_uuid": agent.system_uuid(),
+        "boot_id": agent.boot_id(),
+        "ek_certificate": base64.b64encode(agent.tpm.ek_certificate()).decode(),
+        "ek_public": base64.b64encode(agent.tpm.ek_public()).decode(),
+        "ak_public": base64.b64encode(agent.tpm.ensure_ak()).decode(),
+    }
+    return body | overrides
+
+
+@pytest.mark.parametrize(
+    ("weakness", "reason"),
+    [
+        ({"name_alg": tpm.ALG_SHA1}, "name algorithm is SHA-1"),
+        ({"scheme_hash": tpm.ALG_SHA1}, "signing scheme hash is SHA-1"),
+    ],
+)
+def test_an_attestation_key_using_sha1_is_refused_at_registration(
+    world: World, weakness: dict[str, int], reason: str
+) -> None:
+    from crafted import rsa_key
+
+    weak = base64.b64encode(rsa_key(**weakness).public).decode()
+    with pytest.raises(AuthorityRefused, match=reason) as refused:
+        world.transport.post("/v1/register", _registration(world.agent, ak_public=weak))
+    assert refused.value.status == 403
+    assert world.authority.pending == {} and world.published == []
+
+
 def test_activation_with_the_wrong_secret(world: World) -> None:
     agent = world.agent
-    answer = world.transport.post(
-        "/v1/register",
-        {
-            "node": NODE,
-            "system_uuid": agent.system_uuid(),
-            "boot_id": agent.boot_id(),
-            "ek_certificate": base64.b64encode(agent.tpm.ek_certificate()).decode(),
-            "ek_public": base64.b64encode(agent.tpm.ek_public()).decode(),
-            "ak_public": base64.b64encode(agent.tpm.ensure_ak()).decode(),
-        },
-    )
+    answer = world.transport.post("/v1/register", _registration(agent))
     guess = base64.b64encode(os.urandom(32)).decode()
     with pytest.raises(AuthorityRefused, match="credential activation failed: wrong secret"):
         world.transport.post("/v1/activate", {"agent_id": answer["agent_id"], "secret": guess})

@@ -14,6 +14,11 @@ from agent.tpm2 import QUOTE_PCRS, Tpm2Tools, TpmCommandError
 from attestation import tpm
 
 
+def _signer(tools: Tpm2Tools, ak: tpm.TpmPublic) -> bytes:
+    """The AK's qualified name: a child of the EK, which is a primary key of the endorsement hierarchy."""
+    return ak.qualified_name(tpm.endorsement_qualified_name(tpm.parse_public(tools.ek_public())))
+
+
 def test_keys_parse_and_name_matches_the_tpm(tools: Tpm2Tools, tmp_path: Path) -> None:
     ak = tpm.parse_public(tools.ensure_ak())
     ek = tpm.parse_public(tools.ek_public())
@@ -21,6 +26,7 @@ def test_keys_parse_and_name_matches_the_tpm(tools: Tpm2Tools, tmp_path: Path) -
     tpm.check_endorsement_key(ek)
     assert ek.symmetric == (tpm.ALG_AES, 128, tpm.ALG_CFB)
     assert ak.scheme == (tpm.ALG_RSASSA, tpm.ALG_SHA256)
+    assert (ak.name_alg, ek.name_alg) == (tpm.ALG_SHA256, tpm.ALG_SHA256)
     # the EK the tools recreate is the key the EK certificate (from swtpm_localca) certifies
     cert = x509.load_der_x509_certificate(tools.ek_certificate())
     assert ek.public_numbers_equal(cert.public_key())
@@ -86,9 +92,9 @@ def test_make_credential_to_an_ecc_ek(tools: Tpm2Tools, tmp_path: Path) -> None:
         run("tpm2_quote", "-c", str(t / "ak.ctx"), "-l", "sha256:0,10", "-q", nonce.hex(), "-g", "sha256",
             "-m", str(t / "q.msg"), "-s", str(t / "q.sig"), "-o", str(t / "q.pcrs"), "-F", "values")  # fmt: skip
         values = (t / "q.pcrs").read_bytes()
-        attest = tpm.verify_quote(
-            ak, (t / "q.msg").read_bytes(), (t / "q.sig").read_bytes(), nonce, {0: values[:32], 10: values[32:]}
-        )
+        signer = ak.qualified_name(tpm.endorsement_qualified_name(ek))
+        message, signature = (t / "q.msg").read_bytes(), (t / "q.sig").read_bytes()
+        attest = tpm.verify_quote(ak, message, signature, nonce, {0: values[:32], 10: values[32:]}, signer)
         assert attest.selection == ((tpm.ALG_SHA256, (0, 10)),)
     finally:
         tools.flush()
@@ -98,10 +104,18 @@ def test_quote_verifies(tools: Tpm2Tools) -> None:
     ak = tpm.parse_public(tools.ensure_ak())
     nonce = os.urandom(32)
     quote = tools.quote(nonce)
-    attest = tpm.verify_quote(ak, quote.message, quote.signature, nonce, quote.pcrs)
+    attest = tpm.verify_quote(ak, quote.message, quote.signature, nonce, quote.pcrs, _signer(tools, ak))
     assert attest.extra_data == nonce
     assert attest.selection == ((tpm.ALG_SHA256, QUOTE_PCRS),)
-    assert attest.qualified_signer  # present; its value depends on the hierarchy
+    assert attest.qualified_signer == _signer(tools, ak)  # the TPM's own qualified name of the AK
+
+
+def test_quote_naming_a_signer_other_than_the_tpms_is_refused(tools: Tpm2Tools) -> None:
+    ak = tpm.parse_public(tools.ensure_ak())
+    nonce = os.urandom(32)
+    quote = tools.quote(nonce)
+    with pytest.raises(tpm.TpmError, match="qualifiedSigner is not the attestation key's qualified name"):
+        tpm.verify_quote(ak, quote.message, quote.signature, nonce, quote.pcrs, ak.name)
     assert quote.pcrs[17] == b"\xff" * 32  # locality-4 PCRs keep their reset value without a DRTM launch
     assert quote.pcrs[0] == b"\x00" * 32
 
@@ -113,7 +127,7 @@ def test_quote_follows_pcr_extension(tools: Tpm2Tools) -> None:
     tools.pcr_extend(8, measurement)
     nonce = os.urandom(32)
     quote = tools.quote(nonce)
-    tpm.verify_quote(ak, quote.message, quote.signature, nonce, quote.pcrs)
+    tpm.verify_quote(ak, quote.message, quote.signature, nonce, quote.pcrs, _signer(tools, ak))
     assert quote.pcrs[8] == hashlib.sha256(before[8] + measurement).digest()
     assert {p: v for p, v in quote.pcrs.items() if p != 8} == {p: v for p, v in before.items() if p != 8}
 
@@ -123,43 +137,44 @@ class TestBadQuotes:
     def quoted(self, tools: Tpm2Tools) -> tuple[tpm.TpmPublic, bytes, object]:
         ak = tpm.parse_public(tools.ensure_ak())
         nonce = os.urandom(32)
+        self.signer = _signer(tools, ak)
         return ak, nonce, tools.quote(nonce)
 
     def test_wrong_nonce(self, quoted) -> None:  # type: ignore[no-untyped-def]
         ak, _nonce, quote = quoted
         with pytest.raises(tpm.TpmError, match="not over this attestation's nonce"):
-            tpm.verify_quote(ak, quote.message, quote.signature, os.urandom(32), quote.pcrs)
+            tpm.verify_quote(ak, quote.message, quote.signature, os.urandom(32), quote.pcrs, self.signer)
 
     def test_signature_from_another_key(self, quoted, tools: Tpm2Tools) -> None:  # type: ignore[no-untyped-def]
         ak, nonce, quote = quoted
         other = tpm.parse_public(tools.ensure_ak(recreate=True))
         assert other.name != ak.name
         with pytest.raises(tpm.TpmError, match="does not verify with the attestation key"):
-            tpm.verify_quote(other, quote.message, quote.signature, nonce, quote.pcrs)
+            tpm.verify_quote(other, quote.message, quote.signature, nonce, quote.pcrs, _signer(tools, other))
 
     def test_tampered_message(self, quoted) -> None:  # type: ignore[no-untyped-def]
         ak, nonce, quote = quoted
         tampered = quote.message[:-1] + bytes([quote.message[-1] ^ 1])  # the PCR digest's last byte
         with pytest.raises(tpm.TpmError, match="does not verify"):
-            tpm.verify_quote(ak, tampered, quote.signature, nonce, quote.pcrs)
+            tpm.verify_quote(ak, tampered, quote.signature, nonce, quote.pcrs, self.signer)
 
     def test_pcrs_not_matching_the_digest(self, quoted) -> None:  # type: ignore[no-untyped-def]
         ak, nonce, quote = quoted
         lying = dict(quote.pcrs) | {7: hashlib.sha256(b"what the verifier wants").digest()}
         with pytest.raises(tpm.TpmError, match="do not match the quoted PCR digest"):
-            tpm.verify_quote(ak, quote.message, quote.signature, nonce, lying)
+            tpm.verify_quote(ak, quote.message, quote.signature, nonce, lying, self.signer)
 
     def test_pcrs_other_than_quoted(self, quoted) -> None:  # type: ignore[no-untyped-def]
         ak, nonce, quote = quoted
         fewer = {p: v for p, v in quote.pcrs.items() if p != 10}
         with pytest.raises(tpm.TpmError, match="are not the quoted PCRs"):
-            tpm.verify_quote(ak, quote.message, quote.signature, nonce, fewer)
+            tpm.verify_quote(ak, quote.message, quote.signature, nonce, fewer, self.signer)
 
     def test_garbage_signature(self, quoted) -> None:  # type: ignore[no-untyped-def]
         ak, nonce, quote = quoted
         for signature in (b"", b"\x00\x14", struct.pack(">HH", 0x99, tpm.ALG_SHA256) + b"\x00\x00"):
             with pytest.raises(tpm.TpmError):
-                tpm.verify_quote(ak, quote.message, signature, nonce, quote.pcrs)
+                tpm.verify_quote(ak, quote.message, signature, nonce, quote.pcrs, self.signer)
 
 
 def test_not_a_quote() -> None:

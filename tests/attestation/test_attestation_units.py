@@ -137,4 +137,10 @@ def test_serve_refuses_an_incomplete_configuration(tmp_path: Path, capsys: pytes
     key.write_text("not a key")
     args = ["serve", "--issuer", "x", f"--signing-key={key}", "--tls-cert=c", "--tls-key=k", f"--ek-ca={key}"]
     assert main(args) == 2
+    assert "--client-ca is required: agents authenticate with their node's client certificate" in (
+        capsys.readouterr().err
+    )
+    assert main([*args, f"--client-ca={key}", "--max-requests=17"]) == 2
+    assert "--max-requests is at most 16" in capsys.readouterr().err
+    assert main([*args, f"--client-ca={key}"]) == 2
     assert "not an unencrypted PEM private key" in capsys.readouterr().err

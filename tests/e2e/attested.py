@@ -3,7 +3,9 @@
 Only the hardware is emulated: each host is a swtpm with an EK certificate from a local CA, an identity
 file pair (product_uuid, boot_id) and an API-only Node with the same systemUUID and bootID. The agents
 talk to their swtpm through tpm2-tools over TCP, exactly as they would to /dev/tpmrm0, and the authority
-runs under gunicorn over TLS with the ServiceAccount identity and RBAC of deploy/attestation.yaml.
+runs under gunicorn over TLS with the ServiceAccount identity and RBAC of deploy/attestation.yaml. Each
+agent presents a kubelet-style client certificate of its node (CN=system:node:NAME, O=system:nodes)
+from the cluster CA, which the authority trusts as its client CA.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ REPORT_TTL = 30  # seconds: renewed every 10 s while the host attests
 AGENT_INTERVAL = 2  # seconds between an agent's attestations (tampering shows within this)
 SELECTOR = {"trustgate.dev/trusted": "true", "trustgate.dev/e2e": "attested"}
 IDENTITY = "system:serviceaccount:trustgate-system:trustgate-attestation"
+REGISTER_BURST, REGISTER_RATE = 30, 2  # per source: every agent here registers from 127.0.0.1
 
 
 @dataclass
@@ -61,6 +64,7 @@ class Attested:
         self.ca = LocalCa(workdir / "ek-ca")
         self.hosts: dict[str, EmulatedHost] = {}
         self.authority: subprocess.Popen[bytes] | None = None
+        self.node_certs: dict[str, Any] = {}
 
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
@@ -106,6 +110,14 @@ class Attested:
         assert result.returncode == 0, result.stderr
         self.stack.kubectl("apply", "-f", "-", input=result.stdout)
 
+    def node_certificate(self, node: str) -> Any:
+        """A kubelet-style client certificate for `node` from the cluster CA (cert_file, key_file)."""
+        if node not in self.node_certs:
+            self.node_certs[node] = self.stack.cp.issue_cert(
+                f"system:node:{node}", [], client=True, server=False, organization="system:nodes", name=f"node-{node}"
+            )
+        return self.node_certs[node]
+
     def enroll(self, host: EmulatedHost) -> None:
         fp = fingerprint(host.tools.ek_certificate())
         result = self.cli("-m", "attestation.main", "--kubeconfig", str(self.stack.kubeconfig), "enroll", host.name, fp)
@@ -118,6 +130,8 @@ class Attested:
             f"--issuer={ISSUER}", f"--signing-key={self.stack.issuer_key}", f"--ek-ca={ca_bundle}",
             f"--tls-cert={self.tls.cert_file}", f"--tls-key={self.tls.key_file}",
             f"--bind=127.0.0.1:{self.port}", f"--report-ttl={REPORT_TTL}",
+            f"--client-ca={self.stack.ca_file}", "--reader-group=system:masters",
+            f"--register-burst={REGISTER_BURST}", f"--register-rate={REGISTER_RATE}",
             log=self.stack.logs / "trustgate-attestation.log",
         )  # fmt: skip
         context = ssl.create_default_context(cafile=str(self.stack.ca_file))
@@ -132,10 +146,13 @@ class Attested:
 
         eventually(ready, "the attestation authority to serve", timeout=30)
 
-    def start_agent(self, host: EmulatedHost) -> None:
+    def start_agent(self, host: EmulatedHost, node: str | None = None) -> None:
+        """The host's agent, for its own node or (an impostor) for `node`, with that node's certificate."""
+        cert = self.node_certificate(node or host.name)
         host.agent = self.python(
             "-m", "agent.main", "--tcti", host.tpm.tcti, "--state-dir", str(host.directory / "agent"), "run",
-            f"--authority={self.url()}", f"--ca={self.stack.ca_file}", f"--node={host.name}",
+            f"--authority={self.url()}", f"--ca={self.stack.ca_file}", f"--node={node or host.name}",
+            f"--client-cert={cert.cert_file}", f"--client-key={cert.key_file}",
             f"--product-uuid={host.directory / 'product_uuid'}", f"--boot-id={host.directory / 'boot_id'}",
             f"--interval={AGENT_INTERVAL}", "--max-backoff=2",
             log=self.stack.logs / f"agent-{host.name}.log",

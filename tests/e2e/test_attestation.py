@@ -10,17 +10,25 @@ identity file pair (product_uuid, boot_id) and an API-only Node with the same sy
 
 from __future__ import annotations
 
+import http.client
+import json
+import ssl
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from attested import REPORT_TTL, SELECTOR, Attested
+from attested import REGISTER_BURST, REPORT_TTL, SELECTOR, Attested, EmulatedHost
+from controlplane.cluster import KubeAPIError
 from devstack import DevStack
 from harness import eventually
 from prerequisites import require_tpm_tools
 
+from agent.agent import Agent, AgentConfig, AuthorityRefused, HttpTransport
+from agent.swtpm import SoftwareTpm
 from attestation.ekcert import fingerprint
 from attestation.flavors import LEVEL_PCRS
 from trustgate.core.report import LEVELS
@@ -28,6 +36,7 @@ from trustgate.core.report import LEVELS
 pytestmark = pytest.mark.e2e
 
 HOSTS = [f"tpm-{i}" for i in range(6)]  # tpm-0..4: one level each is tampered; tpm-5: enrolled by approval
+FLOOD_SOURCE = "127.0.0.2"  # a source of its own: the agents register from 127.0.0.1
 
 
 @pytest.fixture(scope="module")
@@ -64,25 +73,153 @@ def test_agents_register_attest_and_reports_appear(attested: Attested) -> None:
     eventually(lambda: all(labels(n).get("trustgate.dev/trusted") == "true" for n in enrolled), "trusted labels")
 
 
-def test_an_unenrolled_host_is_refused_until_an_operator_approves(attested: Attested) -> None:
+AGENTS_PATH = "/apis/trustgate.dev/v1alpha1/attestedagents"
+
+
+def _requests(attested: Attested, node: str) -> dict[str, dict[str, Any]]:
+    """status.requests of the node's AttestedAgent, by EK fingerprint."""
+    try:
+        agent = attested.stack.cp.client().get(f"{AGENTS_PATH}/{node}")
+    except KubeAPIError as error:
+        assert error.status == 404, error
+        return {}
+    return {r["ekCertificateSHA256"]: r for r in (agent.get("status") or {}).get("requests", [])}
+
+
+def _operator(attested: Attested, *argv: str) -> subprocess.CompletedProcess[str]:
+    return attested.cli("-m", "attestation.main", "--kubeconfig", str(attested.stack.kubeconfig), *argv)
+
+
+@pytest.fixture(scope="module")
+def intruder(attested: Attested) -> Iterator[EmulatedHost]:
+    """A second TPM (a genuine one: its EK certificate is from the same manufacturer CA) on no Node of its own."""
+    directory = attested.workdir / "intruder"
+    directory.mkdir()
+    host = EmulatedHost("intruder", SoftwareTpm(directory / "tpm", attested.ca).start(), directory)
+    try:
+        yield host
+    finally:
+        attested.stop_agent(host)
+        host.tpm.stop()
+
+
+def test_a_second_registrant_cannot_get_its_ek_approved_by_node_name_alone(
+    attested: Attested, intruder: EmulatedHost
+) -> None:
+    """tpm-5 is not enrolled; with tpm-5's own node certificate, another TPM asks for tpm-5 too. Both
+    requests are kept; `approve tpm-5` alone enrolls neither, and approving tpm-5's EK leaves the intruder out."""
     host = attested.hosts["tpm-5"]
-    client = attested.stack.cp.client()
-
-    def requested() -> str | None:
-        try:
-            agent = client.get("/apis/trustgate.dev/v1alpha1/attestedagents/tpm-5")
-        except Exception:
-            return None
-        return (agent["metadata"].get("annotations") or {}).get("trustgate.dev/requested-ek-sha256")
-
-    assert eventually(requested, "the refused registration recorded for approval") == fingerprint(
-        host.tools.ek_certificate()
-    )
+    legitimate, other = fingerprint(host.tools.ek_certificate()), fingerprint(intruder.tools.ek_certificate())
+    eventually(lambda: legitimate in _requests(attested, "tpm-5"), "tpm-5's request, recorded after activation")
     assert attested.report_claims("tpm-5") is None
-    assert "is not enrolled for node tpm-5" in (attested.stack.logs / "agent-tpm-5.log").read_text()
-    result = attested.cli("-m", "attestation.main", "--kubeconfig", str(attested.stack.kubeconfig), "approve", "tpm-5")
-    assert result.returncode == 0, result.stderr
+    assert f"EK {legitimate} is not enrolled for node tpm-5" in (attested.stack.logs / "agent-tpm-5.log").read_text()
+    intruder.system_uuid, intruder.boot_id = host.system_uuid, host.boot_id  # it claims to be that host
+    intruder.write_identity()
+    attested.start_agent(intruder, node="tpm-5")
+    eventually(lambda: other in _requests(attested, "tpm-5"), "the intruder's request, beside the first")
+    requests = _requests(attested, "tpm-5")
+    assert set(requests) == {legitimate, other}, "the second registrant replaced the first"
+    assert all(
+        r["requester"].startswith("CN=system:node:tpm-5, O=system:nodes from 127.0.0.1") for r in requests.values()
+    )
+
+    listed = _operator(attested, "requests", "tpm-5")
+    assert listed.returncode == 0 and legitimate in listed.stdout and other in listed.stdout, listed
+    table = attested.stack.kubectl("get", "attestedagent", "tpm-5").stdout.splitlines()
+    assert table[0].split() == ["NAME", "EK", "REQUESTS", "AGE"] and table[1].split()[:2] == ["tpm-5", "2"], table
+    alone = _operator(attested, "approve", "tpm-5")
+    assert alone.returncode == 1, alone
+    assert "give the EK fingerprint" in alone.stderr and legitimate in alone.stdout and other in alone.stdout
+    unrequested = _operator(attested, "approve", "tpm-5", "ab" * 32)
+    assert unrequested.returncode == 1 and "has asked for node tpm-5" in unrequested.stderr, unrequested
+    agent = attested.stack.cp.client().get(f"{AGENTS_PATH}/tpm-5")
+    assert not (agent.get("spec") or {}).get("ekCertificateSHA256"), "nothing may be enrolled without a fingerprint"
+
+    approved = _operator(attested, "approve", "tpm-5", legitimate)
+    assert approved.returncode == 0, approved.stderr
     eventually(lambda: attested.verdicts(["tpm-5"])[0] == ["tpm-5"], "tpm-5 trusted after approval", timeout=90)
+    claims = attested.report_claims("tpm-5")
+    assert claims is not None and claims["features"]["ek"] == legitimate[:16]
+    assert set(_requests(attested, "tpm-5")) == {other}, "the intruder's request stays for the operator to see"
+    refused_after = (attested.stack.logs / "agent-intruder.log").stat().st_size
+    eventually(
+        lambda: (attested.stack.logs / "agent-intruder.log").stat().st_size > refused_after, "the intruder refused"
+    )
+    assert attested.report_claims("tpm-5")["features"]["ek"] == legitimate[:16]  # type: ignore[index]
+    attested.stop_agent(intruder)
+
+
+def test_a_node_name_that_is_no_node_creates_nothing(attested: Attested, intruder: EmulatedHost) -> None:
+    cert = attested.node_certificate("no-such-node")
+    transport = HttpTransport(attested.url(), str(attested.stack.ca_file), (str(cert.cert_file), str(cert.key_file)))
+    intruder.write_identity()
+    agent = Agent(
+        AgentConfig("no-such-node", str(intruder.directory / "product_uuid"), str(intruder.directory / "boot_id")),
+        intruder.tools,
+        transport,
+    )
+    with pytest.raises(AuthorityRefused, match="node no-such-node does not exist") as refused:
+        agent.attest()
+    assert refused.value.status == 403
+    spoofed = Agent(agent.config, intruder.tools, HttpTransport(attested.url(), str(attested.stack.ca_file), None))
+    with pytest.raises(AuthorityRefused, match="a client certificate is required"):
+        spoofed.attest()
+    with pytest.raises(KubeAPIError) as missing:
+        attested.stack.cp.client().get(f"{AGENTS_PATH}/no-such-node")
+    assert missing.value.status == 404
+
+
+def test_the_agents_list_answers_operators_only(attested: Attested) -> None:
+    pki = attested.stack.cp.pki_dir
+    assert _get(attested, "/v1/agents")[0] == 401
+    node = attested.node_certificate("tpm-0")
+    assert _get(attested, "/v1/agents", (node.cert_file, node.key_file))[0] == 403
+    status, body = _get(attested, "/v1/agents", (pki / "admin.crt", pki / "admin.key"))  # O=system:masters
+    assert status == 200
+    assert {a["node"] for a in json.loads(body)["agents"]} >= set(HOSTS[:-1])
+
+
+def test_a_registration_flood_gets_429_while_the_fleet_attests(attested: Attested) -> None:
+    cert = attested.node_certificate("no-such-node")
+    statuses = [
+        _post(attested, "/v1/register", (cert.cert_file, cert.key_file), source=FLOOD_SOURCE)[0]
+        for _ in range(2 * REGISTER_BURST)
+    ]
+    assert statuses[:REGISTER_BURST] == [400] * REGISTER_BURST and 429 in statuses, statuses
+    assert set(statuses) == {400, 429}
+    metrics = _get(attested, "/metrics")[1].decode()
+    assert 'trustgate_attestation_rate_limited_total{limit="source"}' in metrics
+    enrolled = HOSTS[:-1]
+    eventually(lambda: attested.verdicts(enrolled)[0] == enrolled, "the fleet still trusted", timeout=30)
+
+
+def _connection(attested: Attested, cert: tuple[Path, Path] | None, source: str) -> http.client.HTTPSConnection:
+    context = ssl.create_default_context(cafile=str(attested.stack.ca_file))
+    if cert is not None:
+        context.load_cert_chain(*map(str, cert))
+    return http.client.HTTPSConnection(
+        "127.0.0.1", attested.port, context=context, timeout=10, source_address=(source, 0)
+    )
+
+
+def _get(attested: Attested, path: str, cert: tuple[Path, Path] | None = None) -> tuple[int, bytes]:
+    connection = _connection(attested, cert, "127.0.0.1")
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def _post(attested: Attested, path: str, cert: tuple[Path, Path], source: str) -> tuple[int, bytes]:
+    connection = _connection(attested, cert, source)
+    try:
+        connection.request("POST", path, body=b"{}", headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
 
 
 def test_trust_requiring_pods_schedule_onto_attested_nodes(attested: Attested) -> None:
