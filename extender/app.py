@@ -33,6 +33,7 @@ from prometheus_client import (
 )
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, UnsupportedMediaType
 
+from extender.bind import RecentPods, binding_refusal
 from extender.filter import (
     FilterOutcome,
     MalformedNode,
@@ -46,6 +47,8 @@ from extender.wire import (
     ExtenderArgs,
     WireError,
     decode_args,
+    decode_binding_args,
+    encode_binding_result,
     encode_error,
     encode_filter_result,
     encode_priorities,
@@ -58,7 +61,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 JSON = "application/json"
-_VERBS = frozenset({"filter", "prioritize", "healthz", "readyz", "metrics"})
+_VERBS = frozenset({"filter", "prioritize", "bind", "healthz", "readyz", "metrics"})
+Binder = Callable[[str, str, str, str], None]  # (namespace, pod, uid, node): write the Binding, raise on failure
 _ERROR_KINDS = {Code.NOT_READY: "not_synced", Code.POLICY_INVALID: "invalid_pod"}
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -104,6 +108,12 @@ class _Metrics:
             "trustgate_extender_cache_age_seconds", "Seconds since the current snapshot was built.", registry=registry
         )
         cache_age.set_function(lambda: max(0.0, time.time() - cluster.snapshot().built_at))
+        self.binds = Counter(
+            "trustgate_extender_binds",
+            "Bind calls, by outcome (bound, or the code of the refusal).",
+            ["outcome"],
+            registry=registry,
+        )
         synced = Gauge("trustgate_extender_cache_synced", "1 once the cluster cache has synced.", registry=registry)
         synced.set_function(lambda: 1.0 if cluster.snapshot().synced else 0.0)
 
@@ -114,6 +124,7 @@ def create_app(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     clock: Callable[[], float] = time.time,
+    binder: Binder | None = None,
 ) -> Flask:
     """The extender's WSGI app over `cluster`. `clock` gives `now` for report expiry (once per request)."""
     app = Flask("trustgate.extender")
@@ -125,11 +136,15 @@ def create_app(
     metrics = _Metrics(registry, cluster)
     add_probes(app, registry, cache_not_ready(lambda: cluster.snapshot().synced))
     index = NodeIndex()  # per-node facts kept across requests (see extender.filter)
+    recent = RecentPods()  # the pods filtered lately, for their Bind
 
-    def read_args() -> Any:
+    def body() -> bytes:
         if request.mimetype != JSON:
             raise UnsupportedMediaType(f"Content-Type must be {JSON}, not {request.mimetype or 'missing'}")
-        return decode_args(request.get_data(cache=False))
+        return request.get_data(cache=False)
+
+    def read_args() -> Any:
+        return decode_args(body())
 
     def reply(body: bytes, status: int = 200) -> Response:
         return Response(body, status=status, mimetype=JSON)
@@ -162,6 +177,8 @@ def create_app(
             metrics.pods.labels("true" if outcome.requires_trust else "false").inc()
             for code, count in count_codes(outcome.failed).items():
                 metrics.failed.labels(code).inc(count)
+            if outcome.requires_trust:
+                recent.remember(args.pod)
         return reply(body)
 
     @app.post("/prioritize", endpoint="prioritize", provide_automatic_options=False)
@@ -171,6 +188,32 @@ def create_app(
         if outcome.error is not None:
             log.info("prioritize gives no preference for pod %s: %s", _pod_name(args.pod), outcome.error.message)
         return reply(body)
+
+    @app.post("/bind", endpoint="bind", provide_automatic_options=False)
+    def bind_view() -> Response:
+        args = decode_binding_args(body())
+        refusal = bind(args.namespace, args.pod, args.uid, args.node)
+        metrics.binds.labels("bound" if refusal is None else refusal.code).inc()
+        if refusal is not None:
+            log.warning("refused to bind pod %s/%s to %s: %s", args.namespace, args.pod, args.node, refusal.message)
+        return reply(encode_binding_result(refusal))
+
+    def bind(namespace: str, name: str, uid: str, node: str) -> Reason | None:
+        pod = recent.get(uid) if uid else None
+        if pod is None:
+            pod = cluster.find_pod(namespace, name, uid)
+        if pod is None:
+            return Reason(Code.POD_NOT_FOUND, f"pod {namespace}/{name} not found: not bound")
+        refusal = binding_refusal(cluster.snapshot(), pod, node, clock())
+        if refusal is not None:
+            return refusal
+        if binder is None:
+            return Reason(Code.INTERNAL, "this extender does not bind (no API access configured)")
+        try:
+            binder(namespace, name, uid, node)
+        except Exception as error:  # the API server refused or was unreachable: kube-scheduler retries the pod
+            return Reason(Code.INTERNAL, f"cannot bind pod {namespace}/{name} to {node}: {error}"[:512])
+        return None
 
     @app.errorhandler(WireError)
     @app.errorhandler(MalformedNode)

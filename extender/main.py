@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from flask import Flask
 
 from extender.app import create_app
-from trustgate.cluster.api import api_client
+from trustgate.cluster.api import api_client, bind_pod
 from trustgate.cluster.cache import ClusterCache
 from trustgate.settings import ServingSettings, TrustSettings
 from trustgate.startup import Command, Service
@@ -46,8 +46,9 @@ def tune_gc() -> None:
 
 def create(settings: ExtenderSettings) -> Flask:
     """The app factory gunicorn calls in each worker."""
-    cache = ClusterCache(api_client(settings.kubeconfig), settings.verifier(), exempt=settings.exempt).start()
-    app = create_app(cache)
+    api = api_client(settings.kubeconfig)
+    cache = ClusterCache(api, settings.verifier(), exempt=settings.exempt).start()
+    app = create_app(cache, binder=lambda namespace, pod, uid, node: bind_pod(api, namespace, pod, uid, node))
     tune_gc()
     return app
 

@@ -168,6 +168,36 @@ def encode_filter_result(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class BindingArgs:
+    """A decoded ExtenderBindingArgs {PodName, PodNamespace, PodUID, Node}: bind this pod to that node."""
+
+    pod: str
+    namespace: str
+    uid: str
+    node: str
+
+
+_BINDING_FIELDS = {"podname": "PodName", "podnamespace": "PodNamespace", "poduid": "PodUID", "node": "Node"}
+
+
+def decode_binding_args(body: bytes) -> BindingArgs:
+    """Parse an ExtenderBindingArgs body (raises `WireError`)."""
+    document = loads(body)
+    if not isinstance(document, dict):
+        raise WireError("request body must be a JSON object (ExtenderBindingArgs)")
+    fields = {_BINDING_FIELDS[k.casefold()]: v for k, v in document.items() if k.casefold() in _BINDING_FIELDS}
+    values = [fields.get(name) for name in ("PodName", "PodNamespace", "PodUID", "Node")]
+    if not all(isinstance(v, str) for v in values) or not values[0] or not values[1] or not values[3]:
+        raise WireError("ExtenderBindingArgs needs the strings PodName, PodNamespace, PodUID and Node")
+    return BindingArgs(*values)  # type: ignore[arg-type]
+
+
+def encode_binding_result(error: Reason | None) -> bytes:
+    """An ExtenderBindingResult: an empty `Error` means bound."""
+    return _dumps({"Error": PREFIX + error.message if error is not None else ""})
+
+
 def encode_error(reason: Reason) -> bytes:
     """Any error reply: an ExtenderFilterResult whose only content is `Error`."""
     return encode_filter_result(ExtenderArgs(pod={}), None, error=reason)

@@ -66,3 +66,26 @@ def list_objects(api: client.ApiClient, resource: Resource) -> tuple[list[dict[s
         token = (page.get("metadata") or {}).get("continue")
         if not token:
             return items, page["metadata"]["resourceVersion"]
+
+
+def bind_pod(api: client.ApiClient, namespace: str, name: str, uid: str, node: str) -> None:
+    """Write the Binding of a pod to a node (the scheduler's last step); raises ApiException on refusal.
+
+    A raw POST: the generated client's `create_namespaced_binding` cannot read the API server's answer
+    (a Status, not a Binding)."""
+    body = {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": name, "namespace": namespace, **({"uid": uid} if uid else {})},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+    }
+    method, url, headers, payload, post_params = api.param_serialize(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/pods/{name}/binding",
+        header_params={"Accept": "application/json", "Content-Type": "application/json"},
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    response = api.call_api(method, url, headers, payload, post_params, _request_timeout=(5, 10))
+    if not 200 <= response.status < 300:
+        raise ApiException(status=response.status, reason=response.reason, body=response.read())
