@@ -19,7 +19,7 @@ from trustgate.audit.sinks import AuditLog
 from trustgate.core.reasons import CODES, Code, Reason, messages
 from trustgate.core.snapshot import ClusterView
 from trustgate.serving.probes import add_probes, cache_not_ready
-from webhook.decide import Decision, Violation, decide, refuse
+from webhook.decide import Decision, Marking, Violation, decide, mark, refuse
 from webhook.review import (
     MAX_BODY_BYTES,
     AdmissionRequest,
@@ -59,6 +59,12 @@ class _Metrics:
             ["decision", "reason"],
             registry=registry,
         )
+        self.marks = Counter(
+            "trustgate_webhook_marked_pods_total",
+            "Pods seen by the mutating step: marked for the extender, or left unchanged",
+            ["outcome"],
+            registry=registry,
+        )
         for decision in DECISIONS:
             for code in CODES:
                 self.violations.labels(decision, code)
@@ -82,7 +88,7 @@ def create_app(
     registry: CollectorRegistry | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
 ) -> Flask:
-    """The webhook application: `POST /validate`, `GET /healthz`, `/readyz`, `/metrics`.
+    """The webhook application: `POST /validate`, `POST /mutate`, `GET /healthz`, `/readyz`, `/metrics`.
 
     `registry` (default: the audit log's) serves `/metrics`; the audit log's counters are shown there too."""
     app = Flask("trustgate-webhook")
@@ -122,6 +128,40 @@ def create_app(
                     annotations=decision.annotations,
                 )
             )
+        finally:
+            metrics.latency.observe(time.perf_counter() - started)
+
+    @app.post("/mutate")
+    def mutate() -> Response:
+        """Marks the trust-requiring pods being created (see webhook.mark)."""
+        started = time.perf_counter()
+        try:
+            try:
+                review = decode_review(request.get_data(cache=False))
+            except ReviewError as error:
+                return bad_request(str(error))
+            try:
+                marking = mark(cluster.snapshot(), review, cluster)
+            except Exception as error:
+                log.exception("cannot mark admission request %s", review.uid)
+                reason = Reason(Code.INTERNAL, f"internal error marking {review.resource_path}: {type(error).__name__}")
+                marking = Marking(refusal=refuse(reason, 500, review.namespace, review.name))
+            if marking.refusal is not None:
+                decision = marking.refusal
+                metrics.count(review.operation, review.resource_path, decision.outcome)
+                if decision.violation is not None:
+                    _account(metrics, audit, review, decision.violation, decision)
+                return answer(
+                    encode_response(
+                        review.uid,
+                        False,
+                        code=decision.code,
+                        message=decision.message,
+                        annotations=decision.annotations,
+                    )
+                )
+            metrics.marks.labels("marked" if marking.patch else "unchanged").inc()
+            return answer(encode_response(review.uid, True, patch=marking.patch))
         finally:
             metrics.latency.observe(time.perf_counter() - started)
 

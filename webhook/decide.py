@@ -21,9 +21,11 @@ from types import MappingProxyType
 from typing import Any
 
 from trustgate.audit.record import DECISION_AUDITED, DECISION_REJECTED, DECISION_WARNED
+from trustgate.core.labels import TRUST_RESOURCE
 from trustgate.core.policy import Enforcement, Failure, PodFacts, PolicyError, TrustRequirement, Verdict, pod_facts
 from trustgate.core.reasons import Code, Reason, describe
 from trustgate.core.snapshot import ClusterView, Snapshot, UnknownNamespace
+from webhook.mark import is_marked, mark_patch
 from webhook.review import AdmissionRequest
 
 PREFIX = "trustgate: "
@@ -111,8 +113,44 @@ def _pod_create(ctx: _Context) -> Decision:
     pod = _object_of_kind(ctx.request, "Pod")
     node = _node_name(pod)
     if not node:
-        return ALLOW  # the scheduler (with the extender) and then the Binding are checked
+        return _unbound(ctx, pod)  # the extender will filter and bind it: it must carry the mark
     return _judge(ctx, pod, node, created=True)
+
+
+def _unbound(ctx: _Context, pod: Mapping[str, Any]) -> Decision:
+    """A pod not bound yet must carry trustgate's mark if it requires trust: without it kube-scheduler
+    would not consult the extender (the mutating webhook adds the mark at creation)."""
+    facts = _facts(ctx, pod, "", "")
+    if is_marked(pod) or _requirement(ctx, facts, "") is None:
+        return ALLOW
+    reason = Reason(
+        Code.NOT_MARKED,
+        f"pod {facts.namespace}/{facts.name} requires trust but does not request {TRUST_RESOURCE}: without it "
+        "the scheduler would place it unchecked (trustgate's mutating webhook adds it at creation; recreate the pod)",
+    )
+    return refuse(reason, CODE_FORBIDDEN, facts.namespace, facts.name)
+
+
+def mark(snapshot: Snapshot, request: AdmissionRequest, reads: ClusterView, now: float | None = None) -> Marking:
+    """The mutating step: the patch that marks a trust-requiring pod being created, or why it cannot be told."""
+    try:
+        pod = _object_of_kind(request, "Pod")
+        if request.problems or request.operation != "CREATE" or _node_name(pod):
+            return Marking()
+        ctx = _Context(snapshot, request, reads, time.time() if now is None else now)
+        if _requirement(ctx, _facts(ctx, pod, "", ""), "") is None:
+            return Marking()
+        return Marking(patch=tuple(mark_patch(pod)))
+    except _Reject as reject:
+        return Marking(refusal=refuse(reject.reason, reject.code, reject.namespace, reject.pod, reject.node))
+
+
+@dataclass(frozen=True)
+class Marking:
+    """A JSON patch for the pod (empty: none), or a refusal when its requirement cannot be read."""
+
+    patch: tuple[dict[str, Any], ...] = ()
+    refusal: Decision | None = None
 
 
 def _pod_update(ctx: _Context) -> Decision:
@@ -122,7 +160,7 @@ def _pod_update(ctx: _Context) -> Decision:
     pod = _object_of_kind(ctx.request, "Pod")
     node = _node_name(pod)
     if not node:
-        return ALLOW  # not bound yet: the Binding is checked
+        return _unbound(ctx, pod)  # a label change may have made it trust-requiring after its creation
     decision = _judge(ctx, pod, node)
     if decision.allowed or not isinstance(ctx.request.old_object, Mapping):
         return decision

@@ -11,6 +11,7 @@ No decisions here (those live in `webhook.decide`): this module only turns bytes
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -194,9 +195,14 @@ def encode_response(
     message: str = "",
     warnings: tuple[str, ...] | list[str] = (),
     annotations: Mapping[str, str] | None = None,
+    patch: list[dict[str, Any]] | tuple[dict[str, Any], ...] = (),
 ) -> dict[str, Any]:
-    """An AdmissionReview response: `uid` echoed, `status` on denial, safe warnings and annotation keys."""
+    """An AdmissionReview response: `uid` echoed, `status` on denial, safe warnings and annotation keys,
+    and a JSON patch for a mutating webhook's allow."""
     response: dict[str, Any] = {"uid": uid, "allowed": allowed}
+    if allowed and patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(dumps(list(patch))).decode()
     if not allowed:
         response["status"] = {"code": code, "message": message or "denied by trustgate"}
     if warnings:

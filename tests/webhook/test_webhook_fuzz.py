@@ -45,6 +45,7 @@ from trustgate.audit.sinks import AuditLog
 from trustgate.core.policy import pod_facts
 from trustgate.core.snapshot import Snapshot, StaticCluster
 from webhook.app import create_app
+from webhook.mark import is_marked
 
 EXAMPLES = int(os.environ.get("TRUSTGATE_FUZZ_EXAMPLES", "10000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -214,6 +215,9 @@ def expected(review: dict[str, Any]) -> str:
     if pod is None:
         return "not-found" if is_binding and node else "allow"
     if not node:
+        pods_route = request["resource"]["resource"] == "pods" and request.get("subResource", "") == ""
+        if pods_route and not is_marked(pod) and cluster_snapshot().requirement(pod_facts(pod)) is not None:
+            return "unmarked"  # kube-scheduler would not consult the extender for it
         return "allow"
     after = blocking(pod, node)
     if request["operation"] == "UPDATE" and request.get("subResource", "") == "":
@@ -310,6 +314,8 @@ def test_a_well_formed_review_is_decided_as_the_core_says(review: dict[str, Any]
         assert decision[1] == 403 and "may not run on node" in decision[2]
     if outcome == "not-found":
         assert decision[1] == 403 and "not found" in decision[2]
+    if outcome == "unmarked":
+        assert decision[1] == 403 and "does not request trustgate.dev/trust" in decision[2]
 
 
 @FUZZ

@@ -86,10 +86,25 @@ def test_trust_requiring_pod_created_on_expired_node_is_rejected(post: Post, aud
     assert record["time"].endswith("Z")
 
 
-def test_pod_without_node_name_is_allowed(post: Post) -> None:
-    """No nodeName: the scheduler (and its extender) picks the node, and the Binding is checked."""
-    pod = pod_object(node_selector=TRUST_SELECTOR, images=["registry.example/secret/app:1"])
+def marked(pod: dict[str, Any]) -> dict[str, Any]:
+    pod["spec"]["containers"][0]["resources"] = {"limits": {"trustgate.dev/trust": "1"}}
+    return pod
+
+
+def test_a_marked_pod_without_node_name_is_allowed(post: Post) -> None:
+    """No nodeName: the scheduler with the extender picks the node and binds it."""
+    pod = marked(pod_object(node_selector=TRUST_SELECTOR, images=["registry.example/secret/app:1"]))
     assert_plain_allow(post(pod_create(pod)))
+    assert_plain_allow(post(pod_create(pod_object(name="plain"))))  # needs no trust: needs no mark
+
+
+def test_an_unmarked_trust_requiring_pod_without_node_name_is_refused(post: Post, audit_path: Path) -> None:
+    """Without the mark kube-scheduler would not consult the extender: it could land anywhere."""
+    response = post(pod_create(pod_object(name="db", node_selector=TRUST_SELECTOR)))
+    assert response["allowed"] is False
+    assert "requires trust but does not request trustgate.dev/trust" in response["status"]["message"]
+    [record] = records(audit_path)
+    assert record["codes"] == ["not_marked"]
 
 
 def test_pod_not_requiring_trust_is_allowed_on_any_node(post: Post) -> None:
@@ -413,9 +428,11 @@ def test_not_synced_rejects_placements(unsynced: Any, review: dict[str, Any]) ->
     assert response["auditAnnotations"]["trustgate-decision"] == "rejected"
 
 
-def test_not_synced_still_allows_pods_the_scheduler_will_place(unsynced: Any) -> None:
-    review = pod_create(pod_object(node_selector=TRUST_SELECTOR))
+def test_not_synced_still_allows_marked_pods_the_scheduler_will_place(unsynced: Any) -> None:
+    review = pod_create(marked(pod_object(node_selector=TRUST_SELECTOR)))
     assert_plain_allow(unsynced.post("/validate", json=review).get_json()["response"])
+    unmarked = unsynced.post("/validate", json=pod_create(pod_object(node_selector=TRUST_SELECTOR)))
+    assert unmarked.get_json()["response"]["allowed"] is False  # cannot tell whether it needs the mark
 
 
 # Updates of bound pods
@@ -463,9 +480,11 @@ def test_an_image_swap_on_a_trusted_node_is_allowed(post: Post) -> None:
     assert_plain_allow(post(pod_update(old, new)))
 
 
-def test_an_update_of_a_pod_not_bound_yet_is_left_to_the_binding(post: Post) -> None:
+def test_an_update_of_a_pod_not_bound_yet_may_not_make_it_trust_requiring_without_the_mark(post: Post) -> None:
     old, new = pod_object(name="db"), pod_object(name="db", images=["registry.example/secret/db:1"])
-    assert_plain_allow(post(pod_update(old, new)))
+    response = post(pod_update(old, new))
+    assert response["allowed"] is False and "does not request trustgate.dev/trust" in response["status"]["message"]
+    assert_plain_allow(post(pod_update(marked(old), marked(new))))  # the extender filters and binds it
 
 
 # A namespace the cache has not seen yet

@@ -37,3 +37,9 @@ def desired_labels(trusted: bool, asset_tags: Mapping[str, str]) -> dict[str, st
             if tag and is_valid_label_part(tag) and is_valid_label_part(value):
                 labels[asset_label(tag)] = value
     return labels
+
+
+# The extended resource that marks a pod for trustgate's scheduler extender. kube-scheduler consults an
+# extender only for pods that request one of its managedResources (with ignoredByScheduler, no node needs
+# to offer it; the kubelet drops extended resources its node does not have when it admits the pod).
+TRUST_RESOURCE = "trustgate.dev/trust"

@@ -28,6 +28,7 @@ class Code(enum.StrEnum):
     # Refusals of a request rather than failures of a node:
     NOT_READY = "not_ready"
     POD_NOT_FOUND = "pod_not_found"
+    NOT_MARKED = "not_marked"
     BAD_REQUEST = "bad_request"
     INTERNAL = "internal"
 
