@@ -159,7 +159,7 @@ def test_internal_error_fails_closed(issuer: Issuer, audit: AuditLog) -> None:
 def test_wrong_method_and_path_are_json_errors(client: FlaskClient) -> None:
     answer = client.get("/validate")
     assert answer.status_code == 405 and answer.get_json()["kind"] == "Status"
-    answer = client.post("/mutate", json=review_of())
+    answer = client.post("/convert", json=review_of())
     assert answer.status_code == 404 and answer.get_json()["code"] == 404
 
 
