@@ -39,8 +39,12 @@ for tool in umoci mmdebstrap mmtarfilter git flock; do
   command -v "${tool}" >/dev/null || fail "${tool} not found: bash image/install-build-tools.sh"
 done
 
-VERSION="$("${PYTHON}" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
-  "${ROOT}/pyproject.toml")"
+"${PYTHON}" -c 'import tomllib' 2>/dev/null || fail "${PYTHON} is not Python >= 3.11 (set PYTHON=python3.11)"
+project_field() {
+  "${PYTHON}" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"][sys.argv[2]])' \
+    "${ROOT}/pyproject.toml" "$1"
+}
+VERSION="$(project_field version)"
 TAG="${TAG:-${VERSION}}"
 [[ "${TAG}" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || fail "invalid tag '${TAG}' (letters, digits, _ . -)"
 SOURCE_DATE_EPOCH="$(git -C "${ROOT}" log -1 --format=%ct 2>/dev/null)" || fail "${ROOT} is not a git checkout with a commit"
@@ -138,7 +142,7 @@ umoci raw add-layer --image "${LAYOUT}:${TAG}" --history.created "${CREATED}" \
   "${WORK}/app.tar"
 labels=(
   "org.opencontainers.image.title=${NAME}"
-  "org.opencontainers.image.description=$("${PYTHON}" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["description"])' "${ROOT}/pyproject.toml")"
+  "org.opencontainers.image.description=$(project_field description)"
   "org.opencontainers.image.version=${TAG}"
   "org.opencontainers.image.revision=${REVISION}"
   "org.opencontainers.image.created=${CREATED}"
@@ -157,10 +161,10 @@ umoci gc --layout "${LAYOUT}"
 DIGEST="$("${PYTHON}" "${HERE}/oci.py" digest "${LAYOUT}")"
 
 ARCHIVE="${OUTDIR}/${NAME}-image.oci.tar"
-tar_sorted --mode=a+rX,u+w -C "${LAYOUT}" -cf "${WORK}/image.oci.tar" oci-layout index.json blobs
-cp "${SBOM}" "${OUTDIR}/${NAME}-image.sbom.cdx.json"
-echo "${DIGEST}" >"${OUTDIR}/${NAME}-image.digest"
-mv -f "${WORK}/image.oci.tar" "${ARCHIVE}"
+tar_sorted --mode=a+rX,u+w -C "${LAYOUT}" -cf "${WORK}/${NAME}-image.oci.tar" oci-layout index.json blobs
+cp "${SBOM}" "${WORK}/${NAME}-image.sbom.cdx.json"
+echo "${DIGEST}" >"${WORK}/${NAME}-image.digest"
+for output in oci.tar sbom.cdx.json digest; do mv -f "${WORK}/${NAME}-image.${output}" "${OUTDIR}/"; done
 
 compressed=$(( $(stat -c %s "${ARCHIVE}") ))
 uncompressed=$(( $(stat -c %s "${ROOTFS}") + $(stat -c %s "${WORK}/app.tar") ))

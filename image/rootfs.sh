@@ -124,9 +124,9 @@ fi
 
 if ! diff <(sed '/^#/d; /^$/d' "${LOCK}") "${TRUSTGATE_INSTALLED}" >"${WORK}/drift"; then
   sed 's/^/  /' "${WORK}/drift" >&2
-  fail "the packages installed differ from ${LOCK} (< locked, > installed): the mirror no longer has
-the locked versions (a bookworm point or security release replaced them) or packages.txt changed.
-Run \`make image-lock\` and commit image/debian.lock."
+  fail "the packages installed differ from ${LOCK} (< locked, > installed): the mirror no longer" \
+    "serves a locked version (a bookworm point or security release replaced it), or packages.txt changed;" \
+    "run \`make image-lock\` and commit image/debian.lock"
 fi
 
 # The tarball is the image's first layer: no device nodes (the runtime makes /dev).
