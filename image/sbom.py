@@ -23,8 +23,10 @@ from importlib.metadata import Distribution, distributions
 from pathlib import Path
 
 from cyclonedx.contrib.license.factories import LicenseFactory
+from cyclonedx.contrib.this.builders import this_component
 from cyclonedx.model.bom import Bom, BomMetaData
 from cyclonedx.model.component import Component, ComponentType
+from cyclonedx.model.tool import ToolRepository
 from cyclonedx.output.json import JsonV1Dot6
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
@@ -104,7 +106,7 @@ def image_bom(root: Path, venv: str, name: str, version: str, timestamp: datetim
         components=components,
         # Unique per content, the same for the same content: the build stays reproducible.
         serial_number=uuid.uuid5(uuid.NAMESPACE_URL, f"{name}:{version}:{content}"),
-        metadata=BomMetaData(component=image, timestamp=timestamp),
+        metadata=BomMetaData(component=image, timestamp=timestamp, tools=ToolRepository(components=[this_component()])),
     )
     bom.register_dependency(image, components)
     return bom
