@@ -76,10 +76,19 @@ mkdir -p "${WHEELS}"
 platforms=()
 for minor in $(seq 36 -1 5); do platforms+=(--platform "manylinux_2_${minor}_x86_64"); done
 platforms+=(--platform manylinux2014_x86_64 --platform manylinux2010_x86_64 --platform manylinux1_x86_64)
-PIP_FIND_LINKS="" "${TOOLS}/bin/python" -m pip download --quiet --disable-pip-version-check \
-  --require-hashes --no-deps --only-binary=:all: \
-  --implementation cp --python-version 3.11 --abi cp311 "${platforms[@]}" \
-  --dest "${WHEELS}" -r "${HERE}/requirements.lock" -r "${HERE}/pip.lock"
+# Nothing to fetch (no index to ask) when the cache has a file of every locked package.
+if ! "${TOOLS}/bin/python" - "${WHEELS}" "${HERE}/requirements.lock" "${HERE}/pip.lock" <<'PY'
+import hashlib, pathlib, re, sys
+have = {hashlib.sha256(path.read_bytes()).hexdigest() for path in pathlib.Path(sys.argv[1]).iterdir()}
+entries = (e for lock in sys.argv[2:] for e in re.split(r"\n(?=\S)", pathlib.Path(lock).read_text()))
+sys.exit(any((h := set(re.findall(r"--hash=sha256:([0-9a-f]{64})", e))) and not h & have for e in entries))
+PY
+then
+  PIP_FIND_LINKS="" "${TOOLS}/bin/python" -m pip download --quiet --disable-pip-version-check \
+    --require-hashes --no-deps --only-binary=:all: \
+    --implementation cp --python-version 3.11 --abi cp311 "${platforms[@]}" \
+    --dest "${WHEELS}" -r "${HERE}/requirements.lock" -r "${HERE}/pip.lock"
+fi
 # Only the files the locks name stay in the download cache.
 for wheel in "${WHEELS}"/*; do
   grep -q "sha256:$(sha256sum "${wheel}" | cut -d' ' -f1)" "${HERE}/requirements.lock" "${HERE}/pip.lock" \
