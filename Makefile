@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP) controlplane tpm-tools
+test: $(STAMP) controlplane tpm-tools image-tools
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -47,3 +47,20 @@ dev-down: $(STAMP)
 
 demo: dev-up
 	$(TEST_PATH) $(BIN)/python tests/e2e/demo.py
+
+# The trustgate OCI image, built without a container daemon: build/trustgate-image.oci.tar, tagged
+# trustgate:<pyproject's version> or trustgate:$(TAG) (make image TAG=0.1.1). Needs root.
+.PHONY: image image-tools image-lock helm
+image-tools:
+	bash image/install-build-tools.sh
+
+image: image-tools
+	PYTHON=$(PYTHON) bash image/build.sh $(if $(TAG),--tag $(TAG))
+
+# Regenerate image/*.lock (UPGRADE=1: newest versions of the Python packages too); commit them.
+image-lock: image-tools
+	PYTHON=$(PYTHON) bash image/lock.sh $(if $(UPGRADE),--upgrade)
+
+# helm built from the Go module proxy (tools/helm/go.mod), cached in ~/.cache/trustgate.
+helm:
+	bash tools/helm/build.sh
