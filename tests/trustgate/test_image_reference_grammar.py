@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from trustgate.core import images
 from trustgate.core.reference import (
     Problem,
     Reference,
@@ -485,6 +486,34 @@ NORMALIZED_SPLIT_HOSTNAME = [
 def test_normalized_split_hostname(text: str, domain: str, path: str) -> None:
     reference = parse_normalized_named(text)
     assert (reference.domain, reference.path) == (domain, path)
+
+
+# --- normalize_test.go: TestMatchError, TestMatch ----------------------------------------------------
+# Go's FamiliarMatch uses path.Match; trustgate's patterns are fnmatch globs matched by `images.matches`,
+# whose answers agree with every case of TestMatch. "[-x]" is an error to path.Match and a character
+# class to fnmatch: it must not raise, and matches neither "foo" nor its qualified forms.
+
+
+def test_match_error() -> None:
+    assert images.matches("foo", "[-x]") is False
+
+
+MATCH = [
+    ("foo", "foo/**/ba[rz]", False),
+    ("foo/any/bat", "foo/**/ba[rz]", False),
+    ("foo/a/bar", "foo/**/ba[rz]", True),
+    ("foo/b/baz", "foo/**/ba[rz]", True),
+    ("foo/c/baz:tag", "foo/**/ba[rz]", True),
+    ("foo/c/baz:tag", "foo/*/baz:tag", True),
+    ("foo/c/baz:tag", "foo/c/baz:tag", True),
+    ("example.com/foo/c/baz:tag", "*/foo/c/baz", True),
+    ("example.com/foo/c/baz:tag", "example.com/foo/c/baz", True),
+]
+
+
+@pytest.mark.parametrize(("image", "pattern", "expected"), MATCH)
+def test_match(image: str, pattern: str, expected: bool) -> None:
+    assert images.matches(image, pattern) is expected
 
 
 # --- normalize_test.go: TestParseDockerRef ------------------------------------------------------------
