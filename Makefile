@@ -8,10 +8,11 @@ TEST_PATH := PYTHONPATH=$(CURDIR)/tests:$(CURDIR)/tests/e2e
 
 .PHONY: test unit lint bench clean
 
-$(STAMP): pyproject.toml
+# The product with its test extras, and the development kit (devkit/, a distribution of its own).
+$(STAMP): pyproject.toml devkit/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test]' -e ./devkit
 	touch $(STAMP)
 
 test: $(STAMP) controlplane tpm-tools
@@ -37,7 +38,7 @@ tpm-tools:
 	bash agent/install-tpm-tools.sh
 
 controlplane:
-	bash tests/e2e/controlplane/build.sh
+	bash devkit/controlplane/build.sh
 
 dev-up: $(STAMP) controlplane
 	$(TEST_PATH) $(BIN)/python tests/e2e/devstack.py up

@@ -24,7 +24,7 @@ alternating A and B (ABBA order) so that noise from other load on the machine hi
   memory           RSS of each extender and webhook gunicorn worker holding 500 and 5,000 nodes
 
 The stack benchmarks (webhook-threads ... memory) run the real control plane, built once by
-`tests/e2e/controlplane/build.sh` (cached in ~/.cache/trustgate), in a throw-away directory.
+`devkit/controlplane/build.sh` (cached in ~/.cache/trustgate), in a throw-away directory.
 `--quick` is a few-minute smoke run with small counts. `--profile` samples the extender and webhook
 workers with py-spy (if installed in the venv) during one scheduling run at each scale.
 """

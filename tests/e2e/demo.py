@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from attested import REPORT_TTL, Attested
-from controlplane import cluster
 from devstack import SKEW_SECONDS, DevStack
 from harness import eventually
 
 from agent.swtpm import INSTALL_HINT, missing_tools
+from devkit.controlplane import KubeAPIError, KubeClient, create_node, find_binaries
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV = ROOT / ".dev"
@@ -50,7 +50,7 @@ def run(*argv: str | Path, stdin: str | None = None, check: bool = True) -> subp
 
 def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     return run(
-        cluster.find_binaries(build=False) / "kubectl",
+        find_binaries(build=False) / "kubectl",
         f"--kubeconfig={DEV / 'kubeconfig'}",
         *args,
         stdin=stdin,
@@ -70,13 +70,13 @@ def trustctl_nodes() -> str:
 
 
 def register_nodes() -> dict[str, dict[str, str]]:
-    client = cluster.KubeClient.from_kubeconfig(DEV / "kubeconfig")
+    client = KubeClient.from_kubeconfig(DEV / "kubeconfig")
     identities = {}
     for name, _, _ in NODES:
         identity = {"system_uuid": str(uuid.uuid4()), "boot_id": str(uuid.uuid4())}
         try:
-            cluster.create_node(client, name, identity["system_uuid"], identity["boot_id"])
-        except cluster.KubeAPIError as error:
+            create_node(client, name, identity["system_uuid"], identity["boot_id"])
+        except KubeAPIError as error:
             if error.status != 409:
                 raise
             info = client.get(f"/api/v1/nodes/{name}")["status"]["nodeInfo"]

@@ -9,23 +9,24 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from controlplane import cluster
 from prerequisites import in_ci, unavailable
 
+from devkit.controlplane import cached_bin_dir, expected_bin_dir, find_binaries
+
 T = TypeVar("T")
-BUILD_HINT = "bash tests/e2e/controlplane/build.sh (or make controlplane)"
+BUILD_HINT = "bash devkit/controlplane/build.sh (or make controlplane)"
 
 
 def binaries() -> Path:
     """The built control plane. With CI=true a missing or failed build fails the test, never skips it."""
     if in_ci() or os.environ.get("TRUSTGATE_E2E_BUILD") == "1":
         try:
-            return cluster.find_binaries(build=True)
+            return find_binaries(build=True)
         except Exception as error:  # any failure to build must fail CI
             pytest.fail(f"cannot build the Kubernetes control plane ({error}); try: {BUILD_HINT}")
-    cached = cluster.cached_bin_dir()
+    cached = cached_bin_dir()
     if cached is None:
-        unavailable(f"Kubernetes control-plane binaries not built in {cluster.expected_bin_dir()}; build: {BUILD_HINT}")
+        unavailable(f"Kubernetes control-plane binaries not built in {expected_bin_dir()}; build: {BUILD_HINT}")
     return cached
 
 

@@ -57,10 +57,11 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from controlplane.cluster import KubeAPIError, KubeClient
 from devstack import ISSUER, DevStack
 from fleet import BAD_SIGNATURE, COPIED, EXPIRED, LEVEL_FAILS, REBOOTED, VALID, Fleet, Host
 from harness import binaries, eventually
+
+from devkit.controlplane import KubeAPIError, KubeClient
 
 pytestmark = pytest.mark.e2e
 
