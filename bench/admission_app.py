@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from factories import Issuer, node_object, pod_object, trust_policy  # tests/ on PYTHONPATH (Makefile)
 from flask import Flask, Response, request
 
+from devkit.factories import Issuer, node_object, pod_object, trust_policy
 from trustgate.audit.sinks import AuditLog, JsonLinesSink
 from trustgate.core.snapshot import Snapshot, StaticCluster
 from webhook.app import create_app

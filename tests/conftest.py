@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from prerequisites import require_tpm_tools
 
-from agent.swtpm import LocalCa, SoftwareTpm
 from agent.tpm2 import Tpm2Tools
+from devkit.swtpm import LocalCa, SoftwareTpm
 
 
 @pytest.fixture(scope="session")

@@ -21,8 +21,8 @@ from attested import REPORT_TTL, Attested
 from devstack import SKEW_SECONDS, DevStack
 from harness import eventually
 
-from agent.swtpm import INSTALL_HINT, missing_tools
 from devkit.controlplane import KubeAPIError, KubeClient, create_node, find_binaries
+from devkit.swtpm import INSTALL_HINT, missing_tools
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV = ROOT / ".dev"

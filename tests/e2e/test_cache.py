@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from factories import Issuer, boot_of, uuid_of
 from harness import binaries, eventually
 
 from devkit.controlplane import ControlPlane
+from devkit.factories import Issuer, boot_of, uuid_of
 from trustgate.cluster.api import api_client
 from trustgate.cluster.cache import ClusterCache
 from trustgate.cluster.reports import publish

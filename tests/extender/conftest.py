@@ -14,7 +14,8 @@ for _path in (Path(__file__).resolve().parent, Path(__file__).resolve().parents[
         sys.path.insert(0, str(_path))
 
 from extender_support import World  # noqa: E402
-from factories import Issuer  # noqa: E402
+
+from devkit.factories import Issuer  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from factories import Issuer, node_object
 from flask import Flask
 
+from devkit.factories import Issuer, node_object
 from extender.app import create_app
 from trustgate.core.snapshot import Snapshot, StaticCluster
 

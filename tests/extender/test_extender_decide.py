@@ -8,8 +8,8 @@ import random
 
 import pytest
 from extender_support import NOW, World, names_args, nodes_args, trust_pod
-from factories import node_object, pod_object, trust_policy
 
+from devkit.factories import node_object, pod_object, trust_policy
 from extender.filter import (
     NodeIndex,
     filter_nodes,

@@ -17,12 +17,12 @@ from functools import cache
 from typing import Any
 
 from extender_support import NOW, World
-from factories import Issuer, node_object, pod_object, trust_policy
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from devkit.factories import Issuer, node_object, pod_object, trust_policy
 from extender.app import create_app
 from extender.wire import WireError, loads
 from trustgate.core.policy import PolicyError, pod_facts

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from craft import issuer_for
-from factories import Issuer
 
+from devkit.factories import Issuer
 from trustgate.core.report import ReportVerifier
 
 

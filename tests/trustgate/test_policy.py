@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from craft import NOW, craft, header_for, identity
 from cryptography.hazmat.primitives.asymmetric import ec
-from factories import Issuer, node_object, pod_object, trust_policy
 
+from devkit.factories import Issuer, node_object, pod_object, trust_policy
 from trustgate.core.labels import TRUSTED_LABEL
 from trustgate.core.policy import (
     ALL_LEVELS,

@@ -19,10 +19,10 @@ from functools import cache
 from typing import Any
 
 from craft import NOW, issuer_for
-from factories import Issuer, node_object
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from devkit.factories import Issuer, node_object
 from trustgate.core.labels import ASSET_LABEL_PREFIX, TRUSTED_LABEL
 from trustgate.core.node import NodeTrust
 from trustgate.core.policy import (

@@ -25,10 +25,10 @@ from craft import (
 )
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from factories import ISSUER, Issuer
 from jwt.algorithms import get_default_algorithms
 
 import trustgate.core.report as report_module
+from devkit.factories import ISSUER, Issuer
 from trustgate.core.keys import KeySet, VerificationKey, algorithms_for, jwks_for, key_from_pem, keys_from_jwks
 from trustgate.core.report import (
     LEVELS,

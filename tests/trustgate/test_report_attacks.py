@@ -35,9 +35,9 @@ from craft import (
 )
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from factories import ISSUER, Issuer, boot_of, uuid_of
 from jwt.algorithms import get_default_algorithms
 
+from devkit.factories import ISSUER, Issuer, boot_of, uuid_of
 from trustgate.core.keys import KeySet, VerificationKey, algorithms_for, jwks_for, keys_from_jwks
 from trustgate.core.node import assess
 from trustgate.core.report import (

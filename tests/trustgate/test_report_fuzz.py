@@ -13,10 +13,10 @@ from functools import cache
 from typing import Any
 
 from craft import NOW, b64url, craft, decode_segment, header_for, identity, issuer_for, kid_of, parts
-from factories import ISSUER, Issuer
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
+from devkit.factories import ISSUER, Issuer
 from trustgate.core.report import (
     LEVELS,
     MalformedReport,

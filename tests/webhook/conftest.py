@@ -13,11 +13,11 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from factories import Issuer  # noqa: E402
 from flask.testing import FlaskClient  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 from reviews import AUDIT_POLICY, ENCRYPTED_POLICY, PCI_POLICY, WARN_POLICY, snapshot  # noqa: E402
 
+from devkit.factories import Issuer  # noqa: E402
 from trustgate.audit.sinks import AuditLog, JsonLinesSink  # noqa: E402
 from trustgate.core.snapshot import StaticCluster  # noqa: E402
 from webhook.app import create_app  # noqa: E402

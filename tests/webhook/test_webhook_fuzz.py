@@ -18,7 +18,6 @@ from functools import cache
 from typing import Any
 
 import pytest
-from factories import Issuer, pod_object
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -40,6 +39,7 @@ from reviews import (
     snapshot,
 )
 
+from devkit.factories import Issuer, pod_object
 from trustgate.audit.sinks import AuditLog
 from trustgate.core.policy import pod_facts
 from trustgate.core.snapshot import Snapshot, StaticCluster

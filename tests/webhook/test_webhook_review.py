@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from factories import Issuer, pod_object
 from reviews import EXPIRED, TRUST_SELECTOR, TRUSTED, pod_binding, pod_create, snapshot
 
+from devkit.factories import Issuer, pod_object
 from trustgate.core.policy import Enforcement, Failure, Source
 from trustgate.core.reasons import Code, Reason
 from trustgate.core.snapshot import StaticCluster

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from factories import Issuer, pod_object
 from reviews import (
     AUDIT_POLICY,
     ENCRYPTED_POLICY,
@@ -25,6 +24,7 @@ from reviews import (
     snapshot,
 )
 
+from devkit.factories import Issuer, pod_object
 from trustgate.audit.reader import read_records
 from trustgate.audit.sinks import AuditLog, JsonLinesSink
 from trustgate.core.snapshot import Snapshot, StaticCluster
