@@ -3,8 +3,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The test helpers (factories, the dev stack) for dev-up, demo and bench, as pytest's pythonpath has them.
-TEST_PATH := PYTHONPATH=$(CURDIR)/tests:$(CURDIR)/tests/e2e
 
 .PHONY: test unit lint bench clean
 
@@ -26,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP) controlplane
-	$(TEST_PATH) $(BIN)/python -m bench
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache
@@ -41,10 +39,10 @@ controlplane:
 	bash devkit/controlplane/build.sh
 
 dev-up: $(STAMP) controlplane
-	$(TEST_PATH) $(BIN)/python tests/e2e/devstack.py up
+	$(BIN)/python -m devkit.devstack up
 
 dev-down: $(STAMP)
-	$(TEST_PATH) $(BIN)/python tests/e2e/devstack.py down
+	$(BIN)/python -m devkit.devstack down
 
 demo: dev-up
-	$(TEST_PATH) $(BIN)/python tests/e2e/demo.py
+	$(BIN)/python -m devkit.demo

@@ -1,6 +1,6 @@
 """Benchmarks on the real stack: scheduling throughput, revocation latency, worker memory.
 
-The stack is `tests/e2e/devstack.py`'s `DevStack` in a throw-away work directory: etcd,
+The stack is `devkit.devstack`'s `DevStack` in a throw-away work directory: etcd,
 kube-apiserver, kube-controller-manager and kube-scheduler built from source, and the trustgate
 extender, webhook and label controller under gunicorn over TLS, with the settings of `deploy/`.
 Nodes are API-only (no kubelet): a pod counts as scheduled once `spec.nodeName` is set, which is
@@ -32,18 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from devstack import ISSUER, DevStack
-from fleet import (
-    BAD_SIGNATURE,
-    COPIED,
-    EXPIRED,
-    LEVEL_FAILS,
-    NO_REPORT,
-    REBOOTED,
-    VALID,
-    Fleet,
-    Host,
-)
 
 from bench.common import percentile
 from devkit.controlplane import (
@@ -55,6 +43,18 @@ from devkit.controlplane import (
     find_binaries,
     https_get,
     port_is_free,
+)
+from devkit.devstack import ISSUER, DevStack
+from devkit.fleet import (
+    BAD_SIGNATURE,
+    COPIED,
+    EXPIRED,
+    LEVEL_FAILS,
+    NO_REPORT,
+    REBOOTED,
+    VALID,
+    Fleet,
+    Host,
 )
 
 PAUSE = "registry.k8s.io/pause:3.10"

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from devstack import DevStack
 from harness import binaries
+
+from devkit.devstack import DevStack
 
 
 @pytest.fixture(scope="session")

@@ -1,19 +1,15 @@
-"""Shared by the end-to-end tests: where the control-plane binaries come from, and waiting."""
+"""Shared by the end-to-end tests: where the control-plane binaries come from."""
 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from prerequisites import in_ci, unavailable
 
 from devkit.controlplane import cached_bin_dir, expected_bin_dir, find_binaries
 
-T = TypeVar("T")
 BUILD_HINT = "bash devkit/controlplane/build.sh (or make controlplane)"
 
 
@@ -28,15 +24,3 @@ def binaries() -> Path:
     if cached is None:
         unavailable(f"Kubernetes control-plane binaries not built in {expected_bin_dir()}; build: {BUILD_HINT}")
     return cached
-
-
-def eventually(check: Callable[[], T | None], what: str, timeout: float = 60.0, interval: float = 0.1) -> T:
-    """Poll `check` until it returns something truthy; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)

@@ -16,13 +16,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from attested import REPORT_TTL, SELECTOR, Attested
-from devstack import DevStack
-from harness import eventually
 from prerequisites import require_tpm_tools
 
 from attestation.ekcert import fingerprint
 from attestation.flavors import LEVEL_PCRS
+from devkit.attested import REPORT_TTL, SELECTOR, Attested
+from devkit.devstack import DevStack
+from devkit.waiting import eventually
 from trustgate.core.report import LEVELS
 
 pytestmark = pytest.mark.e2e

@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import binaries, eventually
+from harness import binaries
 
 from devkit.controlplane import ControlPlane
 from devkit.factories import Issuer, boot_of, uuid_of
+from devkit.waiting import eventually
 from trustgate.cluster.api import api_client
 from trustgate.cluster.cache import ClusterCache
 from trustgate.cluster.reports import publish

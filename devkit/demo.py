@@ -17,14 +17,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from attested import REPORT_TTL, Attested
-from devstack import SKEW_SECONDS, DevStack
-from harness import eventually
-
+from devkit.attested import REPORT_TTL, Attested
 from devkit.controlplane import KubeAPIError, KubeClient, create_node, find_binaries
+from devkit.devstack import SKEW_SECONDS, DevStack
 from devkit.swtpm import INSTALL_HINT, missing_tools
+from devkit.waiting import eventually
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT / ".dev"
 BIN = Path(sys.executable).parent
 NAMESPACE = "demo"

@@ -1,7 +1,7 @@
 """The development stack: the real control plane with trustgate wired in, on 127.0.0.1.
 
-`python tests/e2e/devstack.py up|down|status` (what `make dev-up` / `make dev-down` run), and the
-`DevStack` class the end-to-end tests share. It uses the manifests of `deploy/` (CRDs, RBAC, the
+`python -m devkit.devstack up|down|status` (what `make dev-up` / `make dev-down` run), and the
+`DevStack` class the end-to-end tests and the benchmarks share. It uses the manifests of `deploy/` (CRDs, RBAC, the
 scheduler configuration, the ValidatingWebhookConfiguration) adapted only where loopback requires
 it (URLs instead of in-cluster Services), and runs each trustgate service with its own client
 certificate identity, so the RBAC rules are exercised as deployed.
@@ -30,7 +30,7 @@ import yaml
 from devkit.controlplane import ControlPlane, free_ports, recorded_running, stop_recorded
 from devkit.pki import CertKey
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 NAMESPACE = "trustgate-system"
 ISSUER = "https://aias.trustgate.dev.local"
