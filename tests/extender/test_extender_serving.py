@@ -6,7 +6,6 @@ import datetime
 import http.client
 import ipaddress
 import json
-import os
 import socket
 import ssl
 import subprocess
@@ -192,13 +191,13 @@ def _request(port: int, context: ssl.SSLContext, method: str, path: str, body: b
 
 @pytest.fixture
 def server(pki: Pki, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[int]:
-    """`python -m trustgate.serving.server extender_wsgi:create ...` on a free port; `request.param`: mTLS or not."""
+    """`python -m trustgate.serving.server devkit.extender_apps:create` on a free port; `request.param`: mTLS or not."""
     port = _free_port()
     command = [
         sys.executable,
         "-m",
         "trustgate.serving.server",
-        "extender_wsgi:create",
+        "devkit.extender_apps:create",
         "--bind",
         f"127.0.0.1:{port}",
         "--certfile",
@@ -214,10 +213,8 @@ def server(pki: Pki, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator
     ]
     if request.param:
         command += ["--client-ca", str(pki.ca)]
-    path = os.pathsep.join([str(Path(__file__).parent), str(ROOT / "tests"), str(ROOT)])
-    env = {**os.environ, "PYTHONPATH": path}
     log = (tmp_path / "gunicorn.log").open("w")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         context = _client_context(pki, with_cert=True)
         deadline = time.monotonic() + 60

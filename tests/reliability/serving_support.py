@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
-PYTHONPATH = os.pathsep.join(str(p) for p in (HERE, ROOT / "tests" / "extender", ROOT / "tests", ROOT))
+EXTENDER_APP = "devkit.extender_apps:instrumented"  # the extender with test-only routes
+WEBHOOK_APP = "devkit.admission_apps:create"  # the webhook over TRUSTGATE_BENCH_NODES nodes
 
 
 # --- PKI ---------------------------------------------------------------------------------------
@@ -145,7 +145,7 @@ class Server:
         directory: Path,
         cert: Path,
         key: Path,
-        factory: str = "reliability_app:create",
+        factory: str = EXTENDER_APP,
         client_ca: Path | None = None,
         workers: int = 1,
         threads: int = 2,
@@ -159,7 +159,7 @@ class Server:
         self.command += ["--threads", str(threads), "--graceful-timeout", "2", *args]
         if client_ca is not None:
             self.command += ["--client-ca", str(client_ca)]
-        self.env = os.environ | {"PYTHONPATH": PYTHONPATH, "TRUSTGATE_BENCH_NODES": "20"} | (env or {})
+        self.env = os.environ | {"TRUSTGATE_BENCH_NODES": "20"} | (env or {})
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, probe: ssl.SSLContext, timeout: float = 60) -> Server:

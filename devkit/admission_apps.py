@@ -1,6 +1,6 @@
 """WSGI app factories for serving the webhook under gunicorn in benchmarks and the TLS test.
 
-    python -m trustgate.serving.server bench.admission_app:create --bind 127.0.0.1:8443 --certfile ... --keyfile ...
+    python -m trustgate.serving.server devkit.admission_apps:create --bind 127.0.0.1:8443 --certfile ... --keyfile ...
 
 `create()` is the real webhook (`webhook.app.create_app`) over a `StaticCluster` of
 `TRUSTGATE_BENCH_NODES` (default 1,000) nodes with valid reports, plus `worker-expired` (report
