@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
-from prerequisites import in_ci, unavailable
 
 from devkit.controlplane import cached_bin_dir, expected_bin_dir, find_binaries
+
+from ..prerequisites import in_ci, unavailable
 
 BUILD_HINT = "bash devkit/controlplane/build.sh (or make controlplane)"
 

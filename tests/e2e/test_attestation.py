@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from prerequisites import require_tpm_tools
 
 from attestation.ekcert import fingerprint
 from attestation.flavors import LEVEL_PCRS
@@ -24,6 +23,8 @@ from devkit.attested import REPORT_TTL, SELECTOR, Attested
 from devkit.devstack import DevStack
 from devkit.waiting import eventually
 from trustgate.core.report import LEVELS
+
+from ..prerequisites import require_tpm_tools
 
 pytestmark = pytest.mark.e2e
 
@@ -86,7 +87,7 @@ def test_an_unenrolled_host_is_refused_until_an_operator_approves(attested: Atte
 
 
 def test_trust_requiring_pods_schedule_onto_attested_nodes(attested: Attested) -> None:
-    from test_trust_placement import apply, bound_node, pod
+    from .test_trust_placement import apply, bound_node, pod
 
     stack = attested.stack
     apply(stack, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "attested"}})
@@ -100,7 +101,7 @@ def test_extending_one_pcr_of_a_level_fails_exactly_that_level(attested: Atteste
     """Host tpm-i gets one PCR of level i extended (all at once); each must fail exactly that level."""
     import hashlib
 
-    from test_trust_placement import dry_run_refused, trusted_pod
+    from .test_trust_placement import dry_run_refused, trusted_pod
 
     tampered = dict(zip(HOSTS[:5], LEVELS, strict=True))
     started: dict[str, float] = {}

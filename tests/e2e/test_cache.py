@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import binaries
 
 from devkit.controlplane import ControlPlane
 from devkit.factories import Issuer, boot_of, uuid_of
@@ -18,6 +17,8 @@ from trustgate.cluster.cache import ClusterCache
 from trustgate.cluster.reports import publish
 from trustgate.cluster.resources import REPORTS
 from trustgate.core.reasons import NO_REPORT
+
+from .harness import binaries
 
 pytestmark = pytest.mark.e2e
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

@@ -6,10 +6,11 @@ import copy
 import json
 
 import pytest
-from extender_support import NOW, TRUSTED, World, names_args, nodes_args, trust_pod
 
 from devkit.factories import pod_object, trust_policy
 from extender.filter import NOT_SYNCED
+
+from .extender_support import NOW, TRUSTED, World, names_args, nodes_args, trust_pod
 
 UUID = "4c4c4544-dead-beef-0000-000000000000"
 

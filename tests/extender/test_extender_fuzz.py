@@ -16,7 +16,6 @@ import os
 from functools import cache
 from typing import Any
 
-from extender_support import NOW, World
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -27,6 +26,8 @@ from extender.app import create_app
 from extender.wire import WireError, loads
 from trustgate.core.policy import PolicyError, pod_facts
 from trustgate.core.snapshot import Snapshot, StaticCluster
+
+from .extender_support import NOW, World
 
 EXAMPLES = int(os.environ.get("TRUSTGATE_FUZZ_EXAMPLES", "10000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -20,10 +20,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from extender_support import names_args, trust_pod
 from gunicorn.config import Config
 
 from trustgate.serving.server import TLS_CIPHERS, gunicorn_args, gunicorn_settings, load_factory
+
+from .extender_support import names_args, trust_pod
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -21,9 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serving_support import CA, WEBHOOK_APP, Leaf, Server, client_context
 
 from trustgate.serving.server import REQUEST_IO_TIMEOUT
+
+from .serving_support import CA, WEBHOOK_APP, Leaf, Server, client_context
 
 
 @pytest.fixture(scope="module")

@@ -9,20 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from craft import (
-    NOW,
-    b64json,
-    b64url,
-    craft,
-    decode_segment,
-    header_for,
-    identity,
-    issuer_for,
-    kid_of,
-    parts,
-    rsa_key,
-    signed,
-)
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import get_default_algorithms
@@ -41,6 +27,21 @@ from trustgate.core.report import (
     format_time,
 )
 from trustgate.keyfiles import load_keys
+
+from .craft import (
+    NOW,
+    b64json,
+    b64url,
+    craft,
+    decode_segment,
+    header_for,
+    identity,
+    issuer_for,
+    kid_of,
+    parts,
+    rsa_key,
+    signed,
+)
 
 ALL_ALGORITHMS = ("ES256", "ES384", "PS256", "PS384", "RS256", "RS384", "EdDSA")
 

@@ -20,19 +20,6 @@ from functools import cache
 from typing import Any
 
 import pytest
-from craft import (
-    NOW,
-    b64json,
-    b64url,
-    craft,
-    decode_segment,
-    header_for,
-    identity,
-    issuer_for,
-    kid_of,
-    parts,
-    signed,
-)
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import get_default_algorithms
@@ -49,6 +36,20 @@ from trustgate.core.report import (
     ReportVerifier,
     SignatureError,
     VerifierSettings,
+)
+
+from .craft import (
+    NOW,
+    b64json,
+    b64url,
+    craft,
+    decode_segment,
+    header_for,
+    identity,
+    issuer_for,
+    kid_of,
+    parts,
+    signed,
 )
 
 OTHER_ISSUER = "https://other-aias.example"

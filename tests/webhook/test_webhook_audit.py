@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reviews import EXPIRED, KERNEL_UNTRUSTED, NO_REPORT, TRUST_SELECTOR, WARN_POLICY, pod_binding, pod_create, snapshot
 
 from devkit.factories import Issuer, pod_object
 from trustgate.audit.reader import records_from_events
@@ -15,6 +14,17 @@ from trustgate.audit.sinks import AuditLog, EventSink, JsonLinesSink
 from trustgate.cli.main import main
 from trustgate.core.snapshot import StaticCluster
 from webhook.app import create_app
+
+from .reviews import (
+    EXPIRED,
+    KERNEL_UNTRUSTED,
+    NO_REPORT,
+    TRUST_SELECTOR,
+    WARN_POLICY,
+    pod_binding,
+    pod_create,
+    snapshot,
+)
 
 
 def trustctl_audit(argv: list[str]) -> int:

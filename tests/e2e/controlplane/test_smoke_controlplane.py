@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from harness import binaries
 
 from devkit.controlplane import NOT_READY_TAINT_KEY, ControlPlane, k8s_version, recorded_running
 from devkit.waiting import eventually
+
+from ..harness import binaries
 
 pytestmark = pytest.mark.e2e
 
