@@ -1,4 +1,4 @@
-"""``python -m devkit.controlplane up|down WORKDIR``: the control plane alone, outliving this process."""
+"""Start or stop the Kubernetes control plane alone in WORKDIR; it outlives this process (`up`) until `down`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from devkit.controlplane.processes import stop_recorded
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m devkit.controlplane", description=__doc__.splitlines()[0])
     ap.add_argument("action", choices=["up", "down"])
     ap.add_argument("workdir", type=Path)
     ap.add_argument("--scheduler-config", type=Path, help="KubeSchedulerConfiguration YAML file")
