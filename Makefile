@@ -3,15 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The test helpers (factories, the dev stack) for dev-up, demo and bench, as pytest's pythonpath has them.
-TEST_PATH := PYTHONPATH=$(CURDIR)/tests:$(CURDIR)/tests/e2e
 
 .PHONY: test unit lint bench clean
 
-$(STAMP): pyproject.toml
+# The product with its test extras, and the development kit (devkit/, a distribution of its own).
+$(STAMP): pyproject.toml devkit/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test]' -e ./devkit
 	touch $(STAMP)
 
 test: $(STAMP) controlplane tpm-tools image-tools
@@ -25,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP) controlplane
-	$(TEST_PATH) $(BIN)/python -m bench
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache
@@ -37,16 +36,16 @@ tpm-tools:
 	bash agent/install-tpm-tools.sh
 
 controlplane:
-	bash tests/e2e/controlplane/build.sh
+	bash devkit/controlplane/build.sh
 
 dev-up: $(STAMP) controlplane
-	$(TEST_PATH) $(BIN)/python tests/e2e/devstack.py up
+	$(BIN)/python -m devkit.devstack up
 
 dev-down: $(STAMP)
-	$(TEST_PATH) $(BIN)/python tests/e2e/devstack.py down
+	$(BIN)/python -m devkit.devstack down
 
 demo: dev-up
-	$(TEST_PATH) $(BIN)/python tests/e2e/demo.py
+	$(BIN)/python -m devkit.demo
 
 # The trustgate OCI image, built without a container daemon: build/trustgate-image.oci.tar, tagged
 # trustgate:<pyproject's version> or trustgate:$(TAG) (make image TAG=0.1.1). Needs root.

@@ -24,7 +24,7 @@ alternating A and B (ABBA order) so that noise from other load on the machine hi
   memory           RSS of each extender and webhook gunicorn worker holding 500 and 5,000 nodes
 
 The stack benchmarks (webhook-threads ... memory) run the real control plane, built once by
-`tests/e2e/controlplane/build.sh` (cached in ~/.cache/trustgate), in a throw-away directory.
+`devkit/controlplane/build.sh` (cached in ~/.cache/trustgate), in a throw-away directory.
 `--quick` is a few-minute smoke run with small counts. `--profile` samples the extender and webhook
 workers with py-spy (if installed in the venv) during one scheduling run at each scale.
 """
@@ -176,7 +176,7 @@ def ensure_wrk() -> str | None:
 
 def run_admission(plan: Plan) -> dict[str, Any]:
     from bench import admission
-    from bench.admission_app import admission_review, node_name, write_tls
+    from devkit.admission_apps import admission_review, node_name, write_tls
 
     if ensure_wrk() is None:
         message = "skipped: needs wrk; install it with `apt-get install -y wrk` (Debian/Ubuntu)"
@@ -186,10 +186,7 @@ def run_admission(plan: Plan) -> dict[str, Any]:
     args = argparse.Namespace(
         duration=plan.admission_duration, connections=4, wrk_threads=1, repeat=plan.admission_repeat
     )
-    env = os.environ | {
-        "TRUSTGATE_BENCH_NODES": str(nodes),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
+    env = os.environ | {"TRUSTGATE_BENCH_NODES": str(nodes)}  # bench is importable from cwd=ROOT (python -m)
     out: dict[str, Any] = {"nodes": nodes, "connections": args.connections, "duration_s": args.duration, "configs": {}}
     with tempfile.TemporaryDirectory(prefix="bench-admission-") as tmp:
         directory = Path(tmp)

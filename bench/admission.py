@@ -1,9 +1,9 @@
 """End-to-end admission throughput and latency: `python -m bench.admission [--json PATH] [--duration 10]`.
 
-Serves the real webhook (`bench.admission_app:create`: `webhook.app.create_app` over a
+Serves the real webhook (`devkit.admission_apps:create`: `webhook.app.create_app` over a
 `StaticCluster` of 1,000 nodes and four TrustPolicies) under gunicorn over TLS on 127.0.0.1
 through `trustgate.serving.server`, then, under the same gunicorn settings, a no-op Flask handler
-(`bench.admission_app:noop`, parses the body and answers allow). Each is driven by `wrk` with a
+(`devkit.admission_apps:noop`, parses the body and answers allow). Each is driven by `wrk` with a
 Lua script POSTing a realistic pods CREATE AdmissionReview (~5 KB, a ReplicaSet's pod) with
 `spec.nodeName` set to a trusted node and a `trustgate.dev/trusted` nodeSelector: the trust path
 (requirement, report expiry, level and constraint checks), not the fast path.
@@ -178,7 +178,7 @@ def run_wrk(port: int, script: Path, body: Path, duration: float, connections: i
 
 
 ERROR_KINDS = ("connect", "read", "write", "status", "timeout")
-APPS = (("webhook", "bench.admission_app:create"), ("noop", "bench.admission_app:noop"))
+APPS = (("webhook", "devkit.admission_apps:create"), ("noop", "devkit.admission_apps:noop"))
 
 
 def to_result(app: str, config: Config, connections: int, summary: dict[str, Any]) -> Result:
@@ -284,13 +284,10 @@ def main(argv: list[str] | None = None) -> int:
         print("bench.admission needs wrk: install it with `apt-get install -y wrk` (Debian/Ubuntu)", file=sys.stderr)
         return 2
 
-    from bench.admission_app import admission_review, node_name, write_tls
+    from devkit.admission_apps import admission_review, node_name, write_tls
 
     configs = [CONFIGS[name] for name in (args.config or DEFAULT_CONFIGS)]
-    env = os.environ | {
-        "TRUSTGATE_BENCH_NODES": str(args.nodes),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
+    env = os.environ | {"TRUSTGATE_BENCH_NODES": str(args.nodes)}  # bench is importable from cwd=ROOT (python -m)
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="bench-admission-") as tmp:
         directory = Path(tmp)

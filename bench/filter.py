@@ -28,8 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from factories import Issuer, node_object, pod_object
-
+from devkit.factories import Issuer, node_object, pod_object
 from trustgate.core.keys import generate_private_key
 from trustgate.core.signing import sign_claims
 from trustgate.core.snapshot import Snapshot

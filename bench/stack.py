@@ -1,6 +1,6 @@
 """Benchmarks on the real stack: scheduling throughput, revocation latency, worker memory.
 
-The stack is `tests/e2e/devstack.py`'s `DevStack` in a throw-away work directory: etcd,
+The stack is `devkit.devstack`'s `DevStack` in a throw-away work directory: etcd,
 kube-apiserver, kube-controller-manager and kube-scheduler built from source, and the trustgate
 extender, webhook and label controller under gunicorn over TLS, with the settings of `deploy/`.
 Nodes are API-only (no kubelet): a pod counts as scheduled once `spec.nodeName` is set, which is
@@ -32,10 +32,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from controlplane import cluster
-from controlplane.cluster import KubeAPIError, KubeClient
-from devstack import ISSUER, DevStack
-from fleet import (
+
+from bench.common import percentile
+from devkit.controlplane import (
+    COMPONENTS,
+    ControlPlane,
+    KubeAPIError,
+    KubeClient,
+    create_node,
+    find_binaries,
+    https_get,
+    port_is_free,
+)
+from devkit.devstack import ISSUER, DevStack
+from devkit.fleet import (
     BAD_SIGNATURE,
     COPIED,
     EXPIRED,
@@ -46,8 +56,6 @@ from fleet import (
     Fleet,
     Host,
 )
-
-from bench.common import percentile
 
 PAUSE = "registry.k8s.io/pause:3.10"
 REPORTS = "/apis/trustgate.dev/v1alpha1/nodetrustreports"
@@ -80,7 +88,7 @@ class KeepAliveClient(KubeClient):
         self._local = threading.local()
 
     @classmethod
-    def for_controlplane(cls, cp: cluster.ControlPlane) -> KeepAliveClient:
+    def for_controlplane(cls, cp: ControlPlane) -> KeepAliveClient:
         return cls(cp.server, cp.ca.cert_file, cp.pki_dir / "admin.crt", cp.pki_dir / "admin.key")
 
     def connection(self) -> http.client.HTTPSConnection:
@@ -168,7 +176,7 @@ class PodWatcher(threading.Thread):
     """Watches the pods of one namespace and records when each is first seen bound (monotonic clock).
     A watch that ends early is resumed from the last resourceVersion seen."""
 
-    def __init__(self, cp: cluster.ControlPlane, namespace: str, resource_version: str) -> None:
+    def __init__(self, cp: ControlPlane, namespace: str, resource_version: str) -> None:
         super().__init__(name=f"watch-{namespace}", daemon=True)
         self.context = ssl.create_default_context(cafile=str(cp.ca.cert_file))
         self.context.load_cert_chain(str(cp.pki_dir / "admin.crt"), str(cp.pki_dir / "admin.key"))
@@ -328,7 +336,7 @@ class BenchStack:
     service_args: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.stack = _Stack(self.workdir, bin_dir=cluster.find_binaries())
+        self.stack = _Stack(self.workdir, bin_dir=find_binaries())
         self.stack.service_args = dict(self.service_args)
         self.cp = self.stack.cp
         self.webhook_registered = True
@@ -376,7 +384,7 @@ class BenchStack:
         return time.monotonic() - started
 
     def _register(self, host: Host) -> None:
-        cluster.create_node(self.client, host.name, host.system_uuid, host.boot_id)
+        create_node(self.client, host.name, host.system_uuid, host.boot_id)
         if host.kind != NO_REPORT:
             self.client.create(REPORTS, report_object(host.name, self.fleet.token(host.name, host.kind)))
 
@@ -437,7 +445,7 @@ class BenchStack:
         self.cp.start_component("kube-scheduler")
         url = f"https://127.0.0.1:{self.cp.ports.scheduler}/readyz"
         context = self.cp._ssl_context()
-        self._eventually(lambda: cluster._https_get(url, context)[0] == 200, "kube-scheduler /readyz", 60)
+        self._eventually(lambda: https_get(url, context)[0] == 200, "kube-scheduler /readyz", 60)
         return time.monotonic() - started
 
     def set_webhook(self, registered: bool) -> None:
@@ -558,7 +566,7 @@ class BenchStack:
     def cpu_seconds(self) -> dict[str, tuple[float, tuple[int, ...]]]:
         """CPU seconds (user + system) used so far by each component, with the pids counted."""
         out: dict[str, tuple[float, tuple[int, ...]]] = {}
-        for name in cluster.COMPONENTS:
+        for name in COMPONENTS:
             pid = self.cp.pid(name)
             if pid is not None:
                 out[name] = (proc_cpu(pid), (pid,))
@@ -594,7 +602,7 @@ class BenchStack:
                     os.kill(pid, signal.SIGKILL)
         port = self.stack.ports.get(service)
         if port:
-            self._eventually(lambda: cluster._port_is_free(port), f"port {port} of {service} free", 30)
+            self._eventually(lambda: port_is_free(port), f"port {port} of {service} free", 30)
 
     def delete_pods(self, namespace: str) -> None:
         self.client.request("DELETE", f"/api/v1/namespaces/{namespace}/pods", params={"gracePeriodSeconds": "0"})
@@ -612,7 +620,7 @@ class BenchStack:
         if node not in self.fleet.hosts:
             host = Host(node, VALID)
             self.fleet.hosts[node] = host
-            cluster.create_node(self.client, node, host.system_uuid, host.boot_id)
+            create_node(self.client, node, host.system_uuid, host.boot_id)
         path = f"{REPORTS}/{node}"
         pod = pod_manifest("revocation-probe", TRUST_NS)
         pinned = pod_manifest("revocation-probe", TRUST_NS, nodeName=node)

@@ -6,10 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prerequisites import require_tpm_tools
 
-from agent.swtpm import LocalCa, SoftwareTpm
 from agent.tpm2 import Tpm2Tools
+from devkit.swtpm import LocalCa, SoftwareTpm
+
+from .prerequisites import require_tpm_tools
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from typing import NoReturn
 
 import pytest
 
-from agent.swtpm import INSTALL_HINT, missing_tools
+from devkit.swtpm import INSTALL_HINT, missing_tools
 
 
 def in_ci() -> bool:

@@ -64,17 +64,21 @@ def new_ca(
     now: dt.datetime | None = None,
     path_length: int | None = None,
     cert_sign: bool = True,
+    issuer: Issued | None = None,
 ) -> Issued:
-    """A self-signed CA."""
+    """A CA: self-signed, or an intermediate signed by `issuer`."""
     key = key or generate_key()
     name = _name(common_name)
-    return _sign(
-        _builder(name, name, key, now, lifetime)
+    builder = (
+        _builder(name, issuer.cert.subject if issuer is not None else name, key, now, lifetime)
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-        .add_extension(_key_usage(cert_sign=cert_sign), critical=True),
-        key,
-        key,
+        .add_extension(_key_usage(cert_sign=cert_sign), critical=True)
     )
+    if issuer is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False
+        )
+    return _sign(builder, key, issuer.key if issuer is not None else key)
 
 
 def issue(

@@ -136,7 +136,7 @@ def _wait_for(condition: Any, timeout: float = 10.0) -> None:
 
 
 def test_http_transport_reports_an_absent_authority_as_unavailable() -> None:
-    from agent.swtpm import free_port_pair
+    from devkit.swtpm import free_port_pair
 
     transport = HttpTransport(f"https://127.0.0.1:{free_port_pair()}", timeout=2)
     with pytest.raises(AuthorityUnavailable):
@@ -169,7 +169,7 @@ def test_cli_ek_fingerprint_and_flavor_capture(tools: Tpm2Tools, capsys: pytest.
 
 
 def test_cli_reports_an_absent_tpm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from agent.swtpm import free_port_pair
+    from devkit.swtpm import free_port_pair
 
     tcti = f"swtpm:host=127.0.0.1,port={free_port_pair()}"
     assert main(["--tcti", tcti, "--state-dir", str(tmp_path), "ek-fingerprint"]) == 1

@@ -21,13 +21,13 @@ import pytest
 from flask.testing import FlaskClient
 
 from agent.agent import Agent, AgentConfig, AuthorityRefused
-from agent.swtpm import LocalCa, SoftwareTpm
 from agent.tpm2 import Tpm2Tools
 from attestation import ekcert, tpm
 from attestation.app import create_app
 from attestation.authority import Authority, StaticEnrollment
 from attestation.flavors import LEVEL_PCRS, Flavor, flavors_from_values
 from attestation.identity import ClientIdentity, Readers
+from devkit.swtpm import LocalCa, SoftwareTpm
 from trustgate.core.keys import KeySet, generate_private_key, key_from_pem
 from trustgate.core.report import LEVELS, NodeIdentity, ReportVerifier, VerifierSettings, decode_unverified
 

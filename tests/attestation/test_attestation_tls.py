@@ -1,8 +1,8 @@
 """The authority under real gunicorn over TLS with mTLS, and the real agent with its node's certificate.
 
-The server is `trustgate-attestation serve` with its own flags, checks and app (tests/attestation/
-serve_authority.py); only reading a Node and publishing a report are files. The agent uses its real
-HTTPS transport and a real TPM (swtpm). Certificates come from one cluster CA, as a kubelet's would.
+The server is `trustgate-attestation serve` with its own flags, checks and app (devkit.authority_apps);
+only reading a Node and publishing a report are files. The agent uses its real HTTPS transport and a
+real TPM (swtpm). Certificates come from one cluster CA, as a kubelet's would.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 
 from agent.agent import Agent, AgentConfig, AuthorityRefused, AuthorityUnavailable, HttpTransport
-from agent.swtpm import LocalCa, SoftwareTpm, free_port_pair
 from agent.tpm2 import Tpm2Tools
 from attestation import ekcert
 from attestation.flavors import flavors_from_values
+from devkit.swtpm import LocalCa, SoftwareTpm, free_port_pair
 from trustgate import certificates
 from trustgate.core.keys import generate_private_key
 from trustgate.core.report import LEVELS, decode_unverified
@@ -39,7 +39,6 @@ NODE = "worker-1"
 OTHER = "worker-2"
 FLOOD_SOURCE = "127.0.0.2"  # its own per-source bucket: the flood does not touch the agents' (127.0.0.1)
 SOURCE_BURST = 10
-HERE = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
@@ -170,7 +169,7 @@ def server(swtpm: SoftwareTpm, ek_ca: LocalCa, tmp_path_factory: pytest.TempPath
         "--register-total-burst=100",
         "--report-ttl=120",
     ]
-    argv = [sys.executable, str(HERE / "serve_authority.py"), str(work / "nodes.json"), str(published), "--", *flags]
+    argv = [sys.executable, "-m", "devkit.authority_apps", str(work / "nodes.json"), str(published), "--", *flags]
     with open(log, "wb") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     world = Server(

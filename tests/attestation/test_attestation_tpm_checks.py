@@ -10,9 +10,10 @@ import hashlib
 import os
 
 import pytest
-from crafted import Key, ecc_key, endorsement_key, quote, rsa_key, sign
 
 from attestation import tpm
+
+from .crafted import Key, ecc_key, endorsement_key, quote, rsa_key, sign
 
 PCRS = {p: hashlib.sha256(bytes([p])).digest() for p in (0, 7, 10)}
 

@@ -7,37 +7,14 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from attestation import ekcert
 from attestation.flavors import Flavor, FlavorError, flavor_from_object, flavors_from_values, judge, load_flavor_file
 from attestation.main import main
+from trustgate.certificates import issue, new_ca
 
 NOW = dt.datetime.now(dt.UTC)
-
-
-def _cert(
-    subject: str, issuer_key, issuer: str | None = None, ca: bool = False, days: int = 30, key=None, cert_sign=True
-):  # type: ignore[no-untyped-def]
-    key = key or ec.generate_private_key(ec.SECP256R1())
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer or subject)]))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=days))
-    )
-    if ca:
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        usage = dict.fromkeys(
-            ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
-             "crl_sign", "encipher_only", "decipher_only"), False)  # fmt: skip
-        builder = builder.add_extension(x509.KeyUsage(key_cert_sign=cert_sign, **usage), critical=True)
-    return builder.sign(issuer_key or key, hashes.SHA256()), key
 
 
 def _der(cert: x509.Certificate) -> bytes:
@@ -46,10 +23,10 @@ def _der(cert: x509.Certificate) -> bytes:
 
 @pytest.fixture
 def pki():  # type: ignore[no-untyped-def]
-    root, root_key = _cert("root", None, ca=True)
-    inter, inter_key = _cert("inter", root_key, "root", ca=True)
-    ek, _ = _cert("ek", inter_key, "inter")
-    return root, inter, inter_key, ek
+    root = new_ca("root")
+    inter = new_ca("inter", issuer=root)
+    ek = issue(inter, "ek", client=True)
+    return root.cert, inter.cert, inter, ek.cert
 
 
 def test_a_chain_to_the_bundle_verifies(pki) -> None:  # type: ignore[no-untyped-def]
@@ -60,7 +37,7 @@ def test_a_chain_to_the_bundle_verifies(pki) -> None:  # type: ignore[no-untyped
 
 def test_unknown_issuer_and_missing_intermediate(pki) -> None:  # type: ignore[no-untyped-def]
     root, _, _, ek = pki
-    other, _ = _cert("other", None, ca=True)
+    other = new_ca("other").cert
     with pytest.raises(ekcert.EkCertificateError, match="issuer CN=inter is not in the EK CA bundle"):
         ekcert.EkVerifier([other]).verify(_der(ek))
     with pytest.raises(ekcert.EkCertificateError, match="not issued by a trusted TPM manufacturer CA"):
@@ -69,25 +46,25 @@ def test_unknown_issuer_and_missing_intermediate(pki) -> None:  # type: ignore[n
 
 def test_same_name_other_key_is_not_the_issuer(pki) -> None:  # type: ignore[no-untyped-def]
     _, _, _, ek = pki
-    impostor, _ = _cert("inter", None, ca=True)  # a CA named like the real issuer
+    impostor = new_ca("inter").cert  # a CA named like the real issuer
     with pytest.raises(ekcert.EkCertificateError, match="not in the EK CA bundle"):
         ekcert.EkVerifier([impostor]).verify(_der(ek))
 
 
 def test_issuer_must_be_a_ca_that_may_sign(pki) -> None:  # type: ignore[no-untyped-def]
-    root, root_key = _cert("leafy", None)
-    ek, _ = _cert("ek", root_key, "leafy")
+    leafy = issue(None, "leafy", server=True)
+    ek = issue(leafy, "ek", client=True).cert
     with pytest.raises(ekcert.EkCertificateError, match="is not a CA certificate"):
-        ekcert.EkVerifier([root]).verify(_der(ek))
-    nosign, nosign_key = _cert("nosign", None, ca=True, cert_sign=False)
-    ek2, _ = _cert("ek", nosign_key, "nosign")
+        ekcert.EkVerifier([leafy.cert]).verify(_der(ek))
+    nosign = new_ca("nosign", cert_sign=False)
+    ek2 = issue(nosign, "ek", client=True).cert
     with pytest.raises(ekcert.EkCertificateError, match="may not sign certificates"):
-        ekcert.EkVerifier([nosign]).verify(_der(ek2))
+        ekcert.EkVerifier([nosign.cert]).verify(_der(ek2))
 
 
 def test_expired_and_garbage(pki) -> None:  # type: ignore[no-untyped-def]
-    root, inter, inter_key, _ = pki
-    old, _ = _cert("ek", inter_key, "inter", days=1)
+    root, inter, inter_ca, _ = pki
+    old = issue(inter_ca, "ek", client=True, lifetime=dt.timedelta(days=1)).cert
     with pytest.raises(ekcert.EkCertificateError, match="expired at"):
         ekcert.EkVerifier([root, inter]).verify(_der(old), now=NOW + dt.timedelta(days=2))
     with pytest.raises(ekcert.EkCertificateError, match="not a DER X"):

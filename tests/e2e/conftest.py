@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from devstack import DevStack
-from harness import binaries
+
+from devkit.devstack import DevStack
+
+from .harness import binaries
 
 
 @pytest.fixture(scope="session")

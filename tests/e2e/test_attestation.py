@@ -21,17 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from attested import REGISTER_BURST, REPORT_TTL, SELECTOR, Attested, EmulatedHost
-from controlplane.cluster import KubeAPIError
-from devstack import DevStack
-from harness import eventually
-from prerequisites import require_tpm_tools
 
 from agent.agent import Agent, AgentConfig, AuthorityRefused, HttpTransport
-from agent.swtpm import SoftwareTpm
 from attestation.ekcert import fingerprint
 from attestation.flavors import LEVEL_PCRS
+from devkit.attested import REGISTER_BURST, REPORT_TTL, SELECTOR, Attested, EmulatedHost
+from devkit.controlplane import KubeAPIError
+from devkit.devstack import DevStack
+from devkit.swtpm import SoftwareTpm
+from devkit.waiting import eventually
 from trustgate.core.report import LEVELS
+
+from ..prerequisites import require_tpm_tools
 
 pytestmark = pytest.mark.e2e
 
@@ -223,7 +224,7 @@ def _post(attested: Attested, path: str, cert: tuple[Path, Path], source: str) -
 
 
 def test_trust_requiring_pods_schedule_onto_attested_nodes(attested: Attested) -> None:
-    from test_trust_placement import apply, bound_node, pod
+    from .test_trust_placement import apply, bound_node, pod
 
     stack = attested.stack
     apply(stack, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "attested"}})
@@ -237,7 +238,7 @@ def test_extending_one_pcr_of_a_level_fails_exactly_that_level(attested: Atteste
     """Host tpm-i gets one PCR of level i extended (all at once); each must fail exactly that level."""
     import hashlib
 
-    from test_trust_placement import dry_run_refused, trusted_pod
+    from .test_trust_placement import dry_run_refused, trusted_pod
 
     tampered = dict(zip(HOSTS[:5], LEVELS, strict=True))
     started: dict[str, float] = {}

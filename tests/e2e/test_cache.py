@@ -8,23 +8,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from controlplane import cluster
-from factories import Issuer, boot_of, uuid_of
-from harness import binaries, eventually
 
+from devkit.controlplane import ControlPlane
+from devkit.factories import Issuer, boot_of, uuid_of
+from devkit.waiting import eventually
 from trustgate.cluster.api import api_client
 from trustgate.cluster.cache import ClusterCache
 from trustgate.cluster.reports import publish
 from trustgate.cluster.resources import REPORTS
 from trustgate.core.reasons import NO_REPORT
 
+from .harness import binaries
+
 pytestmark = pytest.mark.e2e
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
 @pytest.fixture(scope="module")
-def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.ControlPlane]:
-    cp = cluster.ControlPlane(tmp_path_factory.mktemp("cache-cp"), bin_dir=binaries())
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    cp = ControlPlane(tmp_path_factory.mktemp("cache-cp"), bin_dir=binaries())
     cp.start()
     try:
         cp.kubectl_run("apply", "-f", str(DEPLOY / "crds.yaml"))
@@ -40,7 +42,7 @@ def issuer() -> Issuer:
 
 
 @pytest.fixture(scope="module")
-def cache(control_plane: cluster.ControlPlane, issuer: Issuer) -> Iterator[ClusterCache]:
+def cache(control_plane: ControlPlane, issuer: Issuer) -> Iterator[ClusterCache]:
     cache = ClusterCache(api_client(str(control_plane.kubeconfig)), issuer.verifier(skew_seconds=0)).start()
     assert cache.wait_synced(30), "the cache did not sync with the API server"
     yield cache
@@ -48,11 +50,11 @@ def cache(control_plane: cluster.ControlPlane, issuer: Issuer) -> Iterator[Clust
 
 
 @pytest.fixture
-def api(control_plane: cluster.ControlPlane):
+def api(control_plane: ControlPlane):
     return api_client(str(control_plane.kubeconfig))
 
 
-def add_node(cp: cluster.ControlPlane, name: str) -> None:
+def add_node(cp: ControlPlane, name: str) -> None:
     cp.create_node(name, system_uuid=uuid_of(name), boot_id=boot_of(name))
 
 

@@ -57,10 +57,13 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from controlplane.cluster import KubeAPIError, KubeClient
-from devstack import ISSUER, DevStack
-from fleet import BAD_SIGNATURE, COPIED, EXPIRED, LEVEL_FAILS, REBOOTED, VALID, Fleet, Host
-from harness import binaries, eventually
+
+from devkit.controlplane import KubeAPIError, KubeClient
+from devkit.devstack import ISSUER, DevStack
+from devkit.fleet import BAD_SIGNATURE, COPIED, EXPIRED, LEVEL_FAILS, REBOOTED, VALID, Fleet, Host
+from devkit.waiting import eventually
+
+from .harness import binaries
 
 pytestmark = pytest.mark.e2e
 

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 import yaml
-from devstack import DevStack
-from harness import eventually
+
+from devkit.devstack import DevStack
+from devkit.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 

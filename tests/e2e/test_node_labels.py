@@ -6,10 +6,10 @@ import json
 import time
 
 import pytest
-from devstack import ISSUER, NAMESPACE, SKEW_SECONDS, DevStack
-from fleet import VALID, Fleet
-from harness import eventually
 
+from devkit.devstack import ISSUER, NAMESPACE, SKEW_SECONDS, DevStack
+from devkit.fleet import VALID, Fleet
+from devkit.waiting import eventually
 from trustgate.core.report import decode_unverified
 
 pytestmark = pytest.mark.e2e

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from devstack import ISSUER, DevStack
-from fleet import BAD_SIGNATURE, COPIED, EXPIRED, LEVEL_FAILS, NO_REPORT, REBOOTED, VALID, Fleet
-from harness import eventually
 
+from devkit.devstack import ISSUER, DevStack
+from devkit.fleet import BAD_SIGNATURE, COPIED, EXPIRED, LEVEL_FAILS, NO_REPORT, REBOOTED, VALID, Fleet
+from devkit.waiting import eventually
 from trustgate.audit.reader import read_records
 
 pytestmark = pytest.mark.e2e

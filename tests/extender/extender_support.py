@@ -6,11 +6,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from factories import Issuer, node_object, pod_object
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import CollectorRegistry
 
+from devkit.factories import Issuer, node_object, pod_object
 from extender.app import create_app
 from trustgate.core.keys import generate_private_key
 from trustgate.core.signing import sign_claims

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from extender_support import NOW, World, names_args, trust_pod
-from factories import pod_object
-
+from devkit.factories import pod_object
 from extender.app import create_app
 from trustgate.core.snapshot import StaticCluster
+
+from .extender_support import NOW, World, names_args, trust_pod
 
 
 class Binder:

@@ -7,9 +7,8 @@ import json
 import random
 
 import pytest
-from extender_support import NOW, World, names_args, nodes_args, trust_pod
-from factories import node_object, pod_object, trust_policy
 
+from devkit.factories import node_object, pod_object, trust_policy
 from extender.filter import (
     NodeIndex,
     filter_nodes,
@@ -18,6 +17,8 @@ from extender.filter import (
 )
 from trustgate.core.policy import pod_facts
 from trustgate.core.reasons import NO_REPORT
+
+from .extender_support import NOW, World, names_args, nodes_args, trust_pod
 
 # --- prioritize ---------------------------------------------------------------------------------
 

@@ -6,10 +6,11 @@ import copy
 import json
 
 import pytest
-from extender_support import NOW, TRUSTED, World, names_args, nodes_args, trust_pod
-from factories import pod_object, trust_policy
 
+from devkit.factories import pod_object, trust_policy
 from extender.filter import NOT_SYNCED
+
+from .extender_support import NOW, TRUSTED, World, names_args, nodes_args, trust_pod
 
 UUID = "4c4c4544-dead-beef-0000-000000000000"
 
@@ -88,7 +89,7 @@ def test_full_nodes_mode_binds_the_report_to_the_node_object_sent(world: World) 
 
 
 def test_full_nodes_mode_with_an_unknown_node_fails_it(world: World) -> None:
-    from factories import node_object
+    from devkit.factories import node_object
 
     result = post(world.client(), nodes_args(trust_pod(), [node_object("stranger")]))
     assert result["FailedAndUnresolvableNodes"] == {"stranger": "no trust report"}

@@ -16,17 +16,18 @@ import os
 from functools import cache
 from typing import Any
 
-from extender_support import NOW, World
-from factories import Issuer, node_object, pod_object, trust_policy
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from devkit.factories import Issuer, node_object, pod_object, trust_policy
 from extender.app import create_app
 from extender.wire import WireError, loads
 from trustgate.core.policy import PolicyError, pod_facts
 from trustgate.core.snapshot import Snapshot, StaticCluster, UnknownNamespace
+
+from .extender_support import NOW, World
 
 EXAMPLES = int(os.environ.get("TRUSTGATE_FUZZ_EXAMPLES", "10000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from extender_support import NOW, World, names_args, nodes_args, trust_pod
-from factories import pod_object
 from prometheus_client import CollectorRegistry
 
+from devkit.factories import pod_object
 from extender.app import create_app
 from trustgate.core.snapshot import StaticCluster
+
+from .extender_support import NOW, World, names_args, nodes_args, trust_pod
 
 ERROR_KEYS = {"Nodes", "NodeNames", "FailedNodes", "FailedAndUnresolvableNodes", "Error"}
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import datetime
 import http.client
-import ipaddress
 import json
-import os
 import socket
 import ssl
 import subprocess
@@ -17,14 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from extender_support import names_args, trust_pod
 from gunicorn.config import Config
 
+from devkit.pki import create_ca, issue_cert
 from trustgate.serving.server import TLS_CIPHERS, gunicorn_args, gunicorn_settings, load_factory
+
+from .extender_support import names_args, trust_pod
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,83 +81,13 @@ class Pki:
     client_key: Path
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> Path:
-    path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return path
-
-
-def _issue(
-    path: Path, subject: str, key, ca_key, ca_name: x509.Name, usage, sans: list[x509.GeneralName] | None = None
-) -> Path:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    )
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    path.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
-    return path
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate (kube-scheduler's)."""
-    directory = tmp_path_factory.mktemp("pki")
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("trustgate test CA")
-    now = datetime.datetime.now(datetime.UTC)
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca = directory / "ca.crt"
-    ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    server_key, client_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    sans = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-    return Pki(
-        ca=ca,
-        server_cert=_issue(
-            directory / "tls.crt",
-            "trustgate-extender",
-            server_key,
-            ca_key,
-            ca_name,
-            ExtendedKeyUsageOID.SERVER_AUTH,
-            sans,
-        ),
-        server_key=_write_key(directory / "tls.key", server_key),
-        client_cert=_issue(
-            directory / "client.crt",
-            "system:kube-scheduler",
-            client_key,
-            ca_key,
-            ca_name,
-            ExtendedKeyUsageOID.CLIENT_AUTH,
-        ),
-        client_key=_write_key(directory / "client.key", client_key),
-    )
+    ca = create_ca(tmp_path_factory.mktemp("pki"), "trustgate test CA", path_length=0)
+    server = issue_cert(ca, "trustgate-extender", ["127.0.0.1", "localhost"], server=True, name="tls")
+    client = issue_cert(ca, "system:kube-scheduler", client=True, name="client")
+    return Pki(ca.cert_file, server.cert_file, server.key_file, client.cert_file, client.key_file)
 
 
 def _free_port() -> int:
@@ -192,13 +117,13 @@ def _request(port: int, context: ssl.SSLContext, method: str, path: str, body: b
 
 @pytest.fixture
 def server(pki: Pki, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[int]:
-    """`python -m trustgate.serving.server extender_wsgi:create ...` on a free port; `request.param`: mTLS or not."""
+    """`python -m trustgate.serving.server devkit.extender_apps:create` on a free port; `request.param`: mTLS or not."""
     port = _free_port()
     command = [
         sys.executable,
         "-m",
         "trustgate.serving.server",
-        "extender_wsgi:create",
+        "devkit.extender_apps:create",
         "--bind",
         f"127.0.0.1:{port}",
         "--certfile",
@@ -214,10 +139,8 @@ def server(pki: Pki, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator
     ]
     if request.param:
         command += ["--client-ca", str(pki.ca)]
-    path = os.pathsep.join([str(Path(__file__).parent), str(ROOT / "tests"), str(ROOT)])
-    env = {**os.environ, "PYTHONPATH": path}
     log = (tmp_path / "gunicorn.log").open("w")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         context = _client_context(pki, with_cert=True)
         deadline = time.monotonic() + 60

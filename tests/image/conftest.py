@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from image_support import Build, Runc, build, require_build_prerequisites
+
+from .image_support import Build, Runc, build, require_build_prerequisites
 
 
 @pytest.fixture(scope="session")

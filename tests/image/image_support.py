@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from packaging.utils import canonicalize_name
-from prerequisites import unavailable
+
+from ..prerequisites import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_DIR = REPO / "image"

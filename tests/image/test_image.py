@@ -11,7 +11,10 @@ from importlib.metadata import Distribution, distributions
 from pathlib import Path
 
 import pytest
-from image_support import (
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from .image_support import (
     IMAGE_DIR,
     PYPROJECT,
     REPO,
@@ -25,8 +28,6 @@ from image_support import (
     read_pins,
     sbom_components,
 )
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 pytestmark = pytest.mark.e2e
 

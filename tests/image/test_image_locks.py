@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import re
 
-from image_support import IMAGE_DIR, PYPROJECT, read_debian_lock, read_pins
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from .image_support import IMAGE_DIR, PYPROJECT, read_debian_lock, read_pins
 
 PYTHON_LOCKS = ("requirements.lock", "pip.lock", "tools.lock")
 

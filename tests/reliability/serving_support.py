@@ -6,9 +6,7 @@ The server is `python -m trustgate.serving.server <factory>` (what `trustgate-ex
 
 from __future__ import annotations
 
-import datetime
 import http.client
-import ipaddress
 import os
 import signal
 import socket
@@ -18,90 +16,43 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from devkit.pki import CertKey, create_ca, issue_cert
 
 ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
-PYTHONPATH = os.pathsep.join(str(p) for p in (HERE, ROOT / "tests" / "extender", ROOT / "tests", ROOT))
+EXTENDER_APP = "devkit.extender_apps:instrumented"  # the extender with test-only routes
+WEBHOOK_APP = "devkit.admission_apps:create"  # the webhook over TRUSTGATE_BENCH_NODES nodes
 
 
-# --- PKI ---------------------------------------------------------------------------------------
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
-def _key(kind: str) -> Any:
-    return rsa.generate_private_key(65537, 2048) if kind == "rsa" else ec.generate_private_key(ec.SECP256R1())
-
-
-def _key_pem(key: Any) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+# --- PKI (devkit.pki, named as these tests use it) ------------------------------------------------
 
 
 @dataclass
 class CA:
     name: str
-    key: Any
-    cert: x509.Certificate
-    path: Path
+    issued: CertKey
+
+    @property
+    def cert(self) -> x509.Certificate:
+        return self.issued.cert
+
+    @property
+    def path(self) -> Path:
+        return self.issued.cert_file
 
     @classmethod
     def create(cls, directory: Path, name: str) -> CA:
-        key = _key("ec")
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(name))
-            .issuer_name(_name(name))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(_now() - datetime.timedelta(minutes=5))
-            .not_valid_after(_now() + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-            .sign(key, hashes.SHA256())
-        )
-        path = directory / f"{name}.crt"
-        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        return cls(name, key, cert, path)
+        return cls(name, create_ca(directory, name, name=name, path_length=0))
 
     def issue(self, directory: Path, name: str, server: bool = True, key_type: str = "ec") -> Leaf:
         """A leaf certificate (server: for 127.0.0.1 and localhost; else a client certificate)."""
-        key = _key(key_type)
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(name))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(_now() - datetime.timedelta(minutes=5))
-            .not_valid_after(_now() + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        sans = ["127.0.0.1", "localhost"] if server else []
+        leaf = issue_cert(
+            self.issued, name, sans, server=server, client=not server, out_dir=directory, key_kind=key_type
         )
-        if server:
-            sans = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(self.key, hashes.SHA256())
-        directory.mkdir(parents=True, exist_ok=True)
-        cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_path.write_bytes(_key_pem(key))
-        key_path.chmod(0o600)
-        return Leaf(cert, cert_path, key_path)
+        return Leaf(leaf.cert, leaf.cert_file, leaf.key_file)
 
 
 @dataclass
@@ -145,7 +96,7 @@ class Server:
         directory: Path,
         cert: Path,
         key: Path,
-        factory: str = "reliability_app:create",
+        factory: str = EXTENDER_APP,
         client_ca: Path | None = None,
         workers: int = 1,
         threads: int = 2,
@@ -159,7 +110,7 @@ class Server:
         self.command += ["--threads", str(threads), "--graceful-timeout", "2", *args]
         if client_ca is not None:
             self.command += ["--client-ca", str(client_ca)]
-        self.env = os.environ | {"PYTHONPATH": PYTHONPATH, "TRUSTGATE_BENCH_NODES": "20"} | (env or {})
+        self.env = os.environ | {"TRUSTGATE_BENCH_NODES": "20"} | (env or {})
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, probe: ssl.SSLContext, timeout: float = 60) -> Server:

@@ -8,8 +8,8 @@ apiserver is back is never admitted on a stale cache).
 from __future__ import annotations
 
 import pytest
-from factories import Issuer, node_object
 
+from devkit.factories import Issuer, node_object
 from trustgate.cluster.cache import Backoff, ClusterCache
 from trustgate.cluster.resources import NODES, REPORTS
 

@@ -21,9 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serving_support import CA, Leaf, Server, client_context
 
 from trustgate.serving.server import REQUEST_IO_TIMEOUT
+
+from .serving_support import CA, WEBHOOK_APP, Leaf, Server, client_context
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,7 @@ def test_a_webhook_body_over_8_mib_is_refused_declared_or_streamed(
     pki: tuple[CA, Leaf], context: ssl.SSLContext, tmp_path: Path
 ) -> None:
     _, leaf = pki
-    with Server(tmp_path, leaf.cert_path, leaf.key_path, factory="reliability_app:webhook").start(context) as server:
+    with Server(tmp_path, leaf.cert_path, leaf.key_path, factory=WEBHOOK_APP).start(context) as server:
         head = (
             b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 9437184\r\n\r\n"
         )

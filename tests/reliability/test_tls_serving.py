@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from serving_support import CA, Leaf, Server, client_context, peer_serial
+
+from .serving_support import CA, Leaf, Server, client_context, peer_serial
 
 FILTER = json.dumps({"Pod": {"metadata": {"name": "p", "namespace": "default"}}, "NodeNames": ["trusted-1"]}).encode()
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from craft import issuer_for
-from factories import Issuer
 
+from devkit.factories import Issuer
 from trustgate.core.report import ReportVerifier
+
+from .craft import issuer_for
 
 
 @pytest.fixture(scope="session")

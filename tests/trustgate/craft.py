@@ -8,9 +8,9 @@ from functools import cache
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
-from factories import Issuer, boot_of, uuid_of
 from jwt.algorithms import get_default_algorithms
 
+from devkit.factories import Issuer, boot_of, uuid_of
 from trustgate.core.keys import PrivateKey, thumbprint
 from trustgate.core.report import NodeIdentity
 

@@ -9,7 +9,6 @@ run the same way does listen (the control: "not listening" means something).
 
 from __future__ import annotations
 
-import datetime
 import json
 import socket
 import ssl
@@ -20,11 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from devkit.pki import issue_cert
 from extender.main import ExtenderSettings
 from labeler.main import LabelerSettings
 from trustgate.core.keys import generate_private_key, jwks_for, private_key_pem
@@ -35,26 +31,8 @@ ISSUER = "https://aias.example"
 
 
 def _self_signed(directory: Path, name: str) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
+    leaf = issue_cert(None, name, ["localhost"], server=True, out_dir=directory)
+    return leaf.cert_file, leaf.key_file
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from craft import rsa_key
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
@@ -26,6 +25,8 @@ from trustgate.core.keys import (
     thumbprint,
 )
 from trustgate.keyfiles import load_keys, load_private_key
+
+from .craft import rsa_key
 
 # RFC 7638, section 3.1: the example RSA key and its SHA-256 JWK thumbprint.
 RFC7638_N = (

@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 
 import pytest
-from factories import Issuer, node_object
 
+from devkit.factories import Issuer, node_object
 from labeler.controller import LabelController, label_patch, next_change
 from trustgate.core.labels import TRUSTED_LABEL
 from trustgate.core.snapshot import Snapshot

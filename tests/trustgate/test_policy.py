@@ -6,10 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from craft import NOW, craft, header_for, identity
 from cryptography.hazmat.primitives.asymmetric import ec
-from factories import Issuer, node_object, pod_object, trust_policy
 
+from devkit.factories import Issuer, node_object, pod_object, trust_policy
 from trustgate.core.labels import TRUSTED_LABEL
 from trustgate.core.policy import (
     ALL_LEVELS,
@@ -23,6 +22,8 @@ from trustgate.core.policy import (
 from trustgate.core.reasons import Code, Reason, messages
 from trustgate.core.report import LEVELS
 from trustgate.core.snapshot import Snapshot, UnknownNamespace
+
+from .craft import NOW, craft, header_for, identity
 
 TRUSTED = {TRUSTED_LABEL: "true"}
 COUNTRY = "asset.trustgate.dev/country"

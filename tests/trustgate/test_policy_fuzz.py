@@ -18,11 +18,10 @@ from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
 
-from craft import NOW, issuer_for
-from factories import Issuer, node_object
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from devkit.factories import Issuer, node_object
 from trustgate.core.labels import ASSET_LABEL_PREFIX, TRUSTED_LABEL
 from trustgate.core.node import NodeTrust
 from trustgate.core.policy import (
@@ -37,6 +36,8 @@ from trustgate.core.policy import (
 from trustgate.core.reasons import NO_REPORT, UNKNOWN_NODE, Reason
 from trustgate.core.report import LEVELS, ReportVerifier
 from trustgate.core.snapshot import Snapshot, StaticCluster, UnknownNamespace
+
+from .craft import NOW, issuer_for
 
 EXAMPLES = int(os.environ.get("TRUSTGATE_FUZZ_EXAMPLES", "10000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -6,8 +6,8 @@ import time
 from typing import Any
 
 import pytest
-from factories import Issuer, node_object, pod_object, trust_policy
 
+from devkit.factories import Issuer, node_object, pod_object, trust_policy
 from trustgate.core.labels import TRUSTED_LABEL
 from trustgate.core.policy import pod_facts
 from trustgate.core.reasons import CODES, Code, Reason, describe

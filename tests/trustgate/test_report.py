@@ -9,7 +9,26 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from craft import (
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import get_default_algorithms
+
+import trustgate.core.report as report_module
+from devkit.factories import ISSUER, Issuer
+from trustgate.core.keys import KeySet, VerificationKey, algorithms_for, jwks_for, key_from_pem, keys_from_jwks
+from trustgate.core.report import (
+    LEVELS,
+    ClaimError,
+    MalformedReport,
+    ReportError,
+    ReportVerifier,
+    SignatureError,
+    VerifierSettings,
+    format_time,
+)
+from trustgate.keyfiles import load_keys
+
+from .craft import (
     NOW,
     b64json,
     b64url,
@@ -23,24 +42,6 @@ from craft import (
     rsa_key,
     signed,
 )
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from factories import ISSUER, Issuer
-from jwt.algorithms import get_default_algorithms
-
-import trustgate.core.report as report_module
-from trustgate.core.keys import KeySet, VerificationKey, algorithms_for, jwks_for, key_from_pem, keys_from_jwks
-from trustgate.core.report import (
-    LEVELS,
-    ClaimError,
-    MalformedReport,
-    ReportError,
-    ReportVerifier,
-    SignatureError,
-    VerifierSettings,
-    format_time,
-)
-from trustgate.keyfiles import load_keys
 
 ALL_ALGORITHMS = ("ES256", "ES384", "PS256", "PS384", "RS256", "RS384", "EdDSA")
 

@@ -20,24 +20,11 @@ from functools import cache
 from typing import Any
 
 import pytest
-from craft import (
-    NOW,
-    b64json,
-    b64url,
-    craft,
-    decode_segment,
-    header_for,
-    identity,
-    issuer_for,
-    kid_of,
-    parts,
-    signed,
-)
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from factories import ISSUER, Issuer, boot_of, uuid_of
 from jwt.algorithms import get_default_algorithms
 
+from devkit.factories import ISSUER, Issuer, boot_of, uuid_of
 from trustgate.core.keys import KeySet, VerificationKey, algorithms_for, jwks_for, keys_from_jwks
 from trustgate.core.node import assess
 from trustgate.core.report import (
@@ -49,6 +36,20 @@ from trustgate.core.report import (
     ReportVerifier,
     SignatureError,
     VerifierSettings,
+)
+
+from .craft import (
+    NOW,
+    b64json,
+    b64url,
+    craft,
+    decode_segment,
+    header_for,
+    identity,
+    issuer_for,
+    kid_of,
+    parts,
+    signed,
 )
 
 OTHER_ISSUER = "https://other-aias.example"

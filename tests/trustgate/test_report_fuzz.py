@@ -12,11 +12,10 @@ import os
 from functools import cache
 from typing import Any
 
-from craft import NOW, b64url, craft, decode_segment, header_for, identity, issuer_for, kid_of, parts
-from factories import ISSUER, Issuer
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
+from devkit.factories import ISSUER, Issuer
 from trustgate.core.report import (
     LEVELS,
     MalformedReport,
@@ -26,6 +25,8 @@ from trustgate.core.report import (
     TrustReport,
     VerifierSettings,
 )
+
+from .craft import NOW, b64url, craft, decode_segment, header_for, identity, issuer_for, kid_of, parts
 
 EXAMPLES = int(os.environ.get("TRUSTGATE_FUZZ_EXAMPLES", "10000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

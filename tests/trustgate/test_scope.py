@@ -11,10 +11,10 @@ from typing import Any
 
 import celpy
 import pytest
-from factories import pod_object, trust_policy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devkit.factories import pod_object, trust_policy
 from trustgate.core import images
 from trustgate.core.policy import TrustPolicy, pod_facts, requirement_for
 from trustgate.core.scope import Endpoint, Scope, image_regex, mutating_webhooks, validating_webhooks

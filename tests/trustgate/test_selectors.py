@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from factories import pod_object
 
+from devkit.factories import pod_object
 from trustgate.core.selectors import (
     LABEL_OPERATORS,
     NODE_OPERATORS,

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from flask.testing import FlaskClient
+from prometheus_client import CollectorRegistry
 
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
+from devkit.factories import Issuer
+from trustgate.audit.sinks import AuditLog, JsonLinesSink
+from trustgate.core.snapshot import StaticCluster
+from webhook.app import create_app
 
-from factories import Issuer  # noqa: E402
-from flask.testing import FlaskClient  # noqa: E402
-from prometheus_client import CollectorRegistry  # noqa: E402
-from reviews import AUDIT_POLICY, ENCRYPTED_POLICY, PCI_POLICY, WARN_POLICY, snapshot  # noqa: E402
-
-from trustgate.audit.sinks import AuditLog, JsonLinesSink  # noqa: E402
-from trustgate.core.snapshot import StaticCluster  # noqa: E402
-from webhook.app import create_app  # noqa: E402
+from .reviews import AUDIT_POLICY, ENCRYPTED_POLICY, PCI_POLICY, WARN_POLICY, snapshot
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from factories import Issuer, node_object, trust_policy
-
+from devkit.factories import Issuer, node_object, trust_policy
 from trustgate.core.snapshot import Snapshot
 
 SCHEDULER = {

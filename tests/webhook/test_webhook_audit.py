@@ -7,14 +7,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from factories import Issuer, pod_object
-from reviews import EXPIRED, KERNEL_UNTRUSTED, NO_REPORT, TRUST_SELECTOR, WARN_POLICY, pod_binding, pod_create, snapshot
 
+from devkit.factories import Issuer, pod_object
 from trustgate.audit.reader import records_from_events
 from trustgate.audit.sinks import AuditLog, EventSink, JsonLinesSink
 from trustgate.cli.main import main
 from trustgate.core.snapshot import StaticCluster
 from webhook.app import create_app
+
+from .reviews import (
+    EXPIRED,
+    KERNEL_UNTRUSTED,
+    NO_REPORT,
+    TRUST_SELECTOR,
+    WARN_POLICY,
+    pod_binding,
+    pod_create,
+    snapshot,
+)
 
 
 def trustctl_audit(argv: list[str]) -> int:

@@ -18,12 +18,19 @@ from functools import cache
 from typing import Any
 
 import pytest
-from factories import Issuer, pod_object
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
-from reviews import (
+
+from devkit.factories import Issuer, pod_object
+from trustgate.audit.sinks import AuditLog
+from trustgate.core.policy import pod_facts
+from trustgate.core.snapshot import Snapshot, StaticCluster
+from webhook.app import create_app
+from webhook.mark import is_marked
+
+from .reviews import (
     AUDIT_POLICY,
     ENCRYPTED_POLICY,
     EXPIRED,
@@ -40,12 +47,6 @@ from reviews import (
     pod_update,
     snapshot,
 )
-
-from trustgate.audit.sinks import AuditLog
-from trustgate.core.policy import pod_facts
-from trustgate.core.snapshot import Snapshot, StaticCluster
-from webhook.app import create_app
-from webhook.mark import is_marked
 
 EXAMPLES = int(os.environ.get("TRUSTGATE_FUZZ_EXAMPLES", "10000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -8,14 +8,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from factories import Issuer, pod_object
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
-from reviews import EXPIRED, TRUST_SELECTOR, TRUSTED, pod_binding, pod_create, snapshot
 
+from devkit.factories import Issuer, pod_object
 from trustgate.audit.sinks import AuditLog
 from trustgate.core.snapshot import Snapshot, StaticCluster
 from webhook.app import create_app
+
+from .reviews import EXPIRED, TRUST_SELECTOR, TRUSTED, pod_binding, pod_create, snapshot
 
 REJECTED_POD = pod_object(node_selector=TRUST_SELECTOR, node_name=EXPIRED)
 

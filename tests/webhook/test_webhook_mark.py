@@ -6,14 +6,15 @@ import base64
 import json
 from typing import Any
 
-from factories import Issuer, pod_object
 from flask.testing import FlaskClient
-from reviews import PCI_POLICY, TRUST_SELECTOR, TRUSTED, pod_create, snapshot
 
+from devkit.factories import Issuer, pod_object
 from trustgate.audit.sinks import AuditLog
 from trustgate.core.snapshot import StaticCluster
 from webhook.app import create_app
 from webhook.mark import is_marked, mark_patch
+
+from .reviews import PCI_POLICY, TRUST_SELECTOR, TRUSTED, pod_create, snapshot
 
 
 def mutate(client: FlaskClient, review: dict[str, Any]) -> dict[str, Any]:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from factories import Issuer, pod_object
-from reviews import EXPIRED, TRUST_SELECTOR, TRUSTED, pod_binding, pod_create, snapshot
 
+from devkit.factories import Issuer, pod_object
 from trustgate.core.policy import Enforcement, Failure, Source
 from trustgate.core.reasons import Code, Reason
 from trustgate.core.snapshot import StaticCluster
 from webhook.decide import ALLOW, decide, describe_failures
 from webhook.review import ReviewError, annotation_key, decode_review, encode_response, truncate
+
+from .reviews import EXPIRED, TRUST_SELECTOR, TRUSTED, pod_binding, pod_create, snapshot
 
 
 def test_decode_reads_every_request_field() -> None:

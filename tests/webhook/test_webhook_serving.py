@@ -17,11 +17,9 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from devkit.admission_apps import EXPIRED_NODE, admission_review, node_name, write_tls
 
-from bench.admission_app import EXPIRED_NODE, admission_review, node_name, write_tls  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -50,12 +48,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     cert, key = write_tls(directory / "tls")
     audit = directory / "audit.jsonl"
     port = free_port()
-    env = os.environ | {
-        "TRUSTGATE_BENCH_NODES": "20",
-        "TRUSTGATE_BENCH_AUDIT": str(audit),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH")])),
-    }
-    command = [sys.executable, "-m", "trustgate.serving.server", "bench.admission_app:create"]
+    env = os.environ | {"TRUSTGATE_BENCH_NODES": "20", "TRUSTGATE_BENCH_AUDIT": str(audit)}
+    command = [sys.executable, "-m", "trustgate.serving.server", "devkit.admission_apps:create"]
     command += ["--bind", f"127.0.0.1:{port}", "--certfile", str(cert), "--keyfile", str(key)]
     command += ["--workers", "1", "--threads", "2", "--log-level", "warning"]
     process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)

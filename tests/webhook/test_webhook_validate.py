@@ -8,8 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from factories import Issuer, pod_object, trust_policy
-from reviews import (
+
+from devkit.factories import Issuer, pod_object, trust_policy
+from trustgate.audit.reader import read_records
+from trustgate.audit.sinks import AuditLog, JsonLinesSink
+from trustgate.core.snapshot import Snapshot, StaticCluster
+from webhook.app import create_app
+
+from .reviews import (
     AUDIT_POLICY,
     ENCRYPTED_POLICY,
     EXPIRED,
@@ -25,11 +31,6 @@ from reviews import (
     pod_update,
     snapshot,
 )
-
-from trustgate.audit.reader import read_records
-from trustgate.audit.sinks import AuditLog, JsonLinesSink
-from trustgate.core.snapshot import Snapshot, StaticCluster
-from webhook.app import create_app
 
 Post = Callable[[dict[str, Any]], dict[str, Any]]
 ALL_POLICIES = [PCI_POLICY, ENCRYPTED_POLICY, WARN_POLICY, AUDIT_POLICY]

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from devstack import DEPLOY, ISSUER, ROOT, DevStack
-from harness import eventually
 
-from agent.swtpm import LocalCa, SoftwareTpm, free_port_pair
 from agent.tpm2 import Tpm2Tools
 from attestation.ekcert import fingerprint
+from devkit.devstack import DEPLOY, ISSUER, ROOT, DevStack
+from devkit.swtpm import LocalCa, SoftwareTpm, free_port_pair
+from devkit.waiting import eventually
 from trustgate.core.report import decode_unverified
 
 REPORT_TTL = 30  # seconds: renewed every 10 s while the host attests

@@ -17,14 +17,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from attested import REPORT_TTL, Attested
-from controlplane import cluster
-from devstack import SKEW_SECONDS, DevStack
-from harness import eventually
+from devkit.attested import REPORT_TTL, Attested
+from devkit.controlplane import KubeAPIError, KubeClient, create_node, find_binaries
+from devkit.devstack import SKEW_SECONDS, DevStack
+from devkit.swtpm import INSTALL_HINT, missing_tools
+from devkit.waiting import eventually
 
-from agent.swtpm import INSTALL_HINT, missing_tools
-
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT / ".dev"
 BIN = Path(sys.executable).parent
 NAMESPACE = "demo"
@@ -50,7 +49,7 @@ def run(*argv: str | Path, stdin: str | None = None, check: bool = True) -> subp
 
 def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     return run(
-        cluster.find_binaries(build=False) / "kubectl",
+        find_binaries(build=False) / "kubectl",
         f"--kubeconfig={DEV / 'kubeconfig'}",
         *args,
         stdin=stdin,
@@ -70,13 +69,13 @@ def trustctl_nodes() -> str:
 
 
 def register_nodes() -> dict[str, dict[str, str]]:
-    client = cluster.KubeClient.from_kubeconfig(DEV / "kubeconfig")
+    client = KubeClient.from_kubeconfig(DEV / "kubeconfig")
     identities = {}
     for name, _, _ in NODES:
         identity = {"system_uuid": str(uuid.uuid4()), "boot_id": str(uuid.uuid4())}
         try:
-            cluster.create_node(client, name, identity["system_uuid"], identity["boot_id"])
-        except cluster.KubeAPIError as error:
+            create_node(client, name, identity["system_uuid"], identity["boot_id"])
+        except KubeAPIError as error:
             if error.status != 409:
                 raise
             info = client.get(f"/api/v1/nodes/{name}")["status"]["nodeInfo"]

@@ -1,6 +1,6 @@
 """WSGI app factories for serving the webhook under gunicorn in benchmarks and the TLS test.
 
-    python -m trustgate.serving.server bench.admission_app:create --bind 127.0.0.1:8443 --certfile ... --keyfile ...
+    python -m trustgate.serving.server devkit.admission_apps:create --bind 127.0.0.1:8443 --certfile ... --keyfile ...
 
 `create()` is the real webhook (`webhook.app.create_app`) over a `StaticCluster` of
 `TRUSTGATE_BENCH_NODES` (default 1,000) nodes with valid reports, plus `worker-expired` (report
@@ -14,17 +14,16 @@ is compared with (same server, same TLS, same JSON parsing of the body, no decis
 
 from __future__ import annotations
 
-import datetime as dt
 import gc
-import ipaddress
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-from factories import Issuer, node_object, pod_object, trust_policy  # tests/ on PYTHONPATH (Makefile)
 from flask import Flask, Response, request
 
+from devkit.factories import Issuer, node_object, pod_object, trust_policy
+from devkit.pki import issue_cert
 from trustgate.audit.sinks import AuditLog, JsonLinesSink
 from trustgate.core.snapshot import Snapshot, StaticCluster
 from webhook.app import create_app
@@ -210,34 +209,7 @@ def admission_review(
 
 def write_tls(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and localhost, and its key (PEM files)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "trustgate-webhook.bench")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+    leaf = issue_cert(
+        None, "trustgate-webhook.bench", ["localhost", "127.0.0.1"], server=True, out_dir=directory, name="tls"
     )
-    directory.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
+    return leaf.cert_file, leaf.key_file

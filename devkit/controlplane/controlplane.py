@@ -1,11 +1,9 @@
-"""Run the real upstream Kubernetes control plane (no kubelet) for end-to-end tests.
+"""The real upstream Kubernetes control plane (no kubelet) on 127.0.0.1, for the tests, the dev stack and benchmarks.
 
-The binaries come from ``build.sh`` next to this file (built from source through the Go
-module proxy). :class:`ControlPlane` starts etcd, kube-apiserver, kube-controller-manager
-and kube-scheduler on 127.0.0.1 with free ports and a throw-away PKI, and
-:func:`create_node` registers API-only nodes that the real scheduler can bind pods to.
-
-Only the standard library, ``cryptography`` and ``PyYAML`` are used.
+:class:`ControlPlane` starts etcd, kube-apiserver, kube-controller-manager and kube-scheduler
+(binaries from :mod:`devkit.controlplane.binaries`) with free ports and a throw-away PKI
+(:mod:`devkit.pki`), and :func:`create_node` registers API-only nodes that the real scheduler can
+bind pods to.
 
 Typical use::
 
@@ -20,39 +18,35 @@ Typical use::
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
-import ipaddress
 import json
 import os
-import re
-import signal
-import socket
 import ssl
 import subprocess
-import sys
-import tempfile
 import time
-import urllib.error
-import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
 
-HERE = Path(__file__).resolve().parent
-BUILD_SCRIPT = HERE / "build.sh"
-BINARIES: tuple[str, ...] = ("kube-apiserver", "kube-scheduler", "kube-controller-manager", "kubectl", "etcd")
-
-#: Start order; stop order is the reverse.
-COMPONENTS: tuple[str, ...] = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+from devkit.controlplane.binaries import BINARIES, find_binaries
+from devkit.controlplane.errors import ControlPlaneError
+from devkit.controlplane.kubeclient import KubeAPIError, KubeClient, https_get, write_kubeconfig
+from devkit.controlplane.processes import (
+    COMPONENTS,
+    free_ports,
+    port_is_free,
+    proc_start_time,
+    recorded_running,
+    tail,
+    terminate_pid,
+)
+from devkit.pki import CertKey, create_ca, issue_cert, load_or_create_ca, write_private, write_public
+from trustgate.certificates import generate_key
 
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 KUBERNETES_SERVICE_IP = "10.0.0.1"
@@ -61,440 +55,8 @@ KUBERNETES_SERVICE_IP = "10.0.0.1"
 NOT_READY_TAINT_KEY = "node.kubernetes.io/not-ready"
 
 
-class ControlPlaneError(RuntimeError):
-    """A component failed to build, start or become ready."""
-
-
-class KubeAPIError(RuntimeError):
-    """A non-2xx answer from the apiserver."""
-
-    def __init__(self, status: int, method: str, path: str, body: str) -> None:
-        super().__init__(f"{method} {path} -> HTTP {status}: {body[:2000]}")
-        self.status = status
-        self.body = body
-
-    def json(self) -> Any:
-        try:
-            return json.loads(self.body)
-        except ValueError:
-            return None
-
-
-# --------------------------------------------------------------------------------------
-# Binaries
-# --------------------------------------------------------------------------------------
-
-
-def _script_var(name: str) -> str:
-    m = re.search(rf'^{name}="\$\{{{name}:-([^}}]+)\}}"', BUILD_SCRIPT.read_text(), re.M)
-    if not m:
-        raise ControlPlaneError(f"cannot find {name} in {BUILD_SCRIPT}")
-    return m.group(1)
-
-
-def k8s_version() -> str:
-    """The Kubernetes version build.sh builds (``K8S_VERSION`` env overrides)."""
-    return os.environ.get("K8S_VERSION") or _script_var("K8S_VERSION")
-
-
-def expected_bin_dir() -> Path:
-    """Where build.sh puts (or would put) the binaries."""
-    root = os.environ.get("TRUSTGATE_CACHE") or str(Path.home() / ".cache" / "trustgate")
-    return Path(root) / f"k8s-{k8s_version()}" / "bin"
-
-
-def cached_bin_dir() -> Path | None:
-    """The binary directory if every binary is already built, else None (never builds)."""
-    override = os.environ.get("TRUSTGATE_K8S_BIN")
-    candidates = [Path(override)] if override else [expected_bin_dir()]
-    for d in candidates:
-        if all(os.access(d / b, os.X_OK) for b in BINARIES):
-            return d
-    return None
-
-
-def find_binaries(build: bool = True) -> Path:
-    """Return the directory holding the five control-plane binaries.
-
-    ``TRUSTGATE_K8S_BIN`` may point at a ready directory. Otherwise runs build.sh, which
-    returns at once when the binaries are cached and otherwise builds them (minutes on a
-    cold machine); its progress is echoed to stderr. With ``build=False`` only the cache is
-    consulted. Raises :class:`ControlPlaneError` on failure.
-    """
-    cached = cached_bin_dir()
-    if cached is not None:
-        return cached
-    if not build:
-        raise ControlPlaneError(
-            f"control-plane binaries not built in {expected_bin_dir()}; run: bash tests/e2e/controlplane/build.sh"
-        )
-    proc = subprocess.Popen(["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    last = ""
-    for line in proc.stdout:
-        sys.stderr.write(line)
-        sys.stderr.flush()
-        if line.strip():
-            last = line.strip()
-    rc = proc.wait()
-    if rc != 0:
-        raise ControlPlaneError(f"build.sh failed with exit code {rc} (see its output above)")
-    bin_dir = Path(last)
-    missing = [b for b in BINARIES if not os.access(bin_dir / b, os.X_OK)]
-    if missing:
-        raise ControlPlaneError(f"build.sh reported {bin_dir} but {missing} are missing there")
-    return bin_dir
-
-
-# --------------------------------------------------------------------------------------
-# Certificates
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CertKey:
-    """A certificate and its private key, both also written as PEM files."""
-
-    cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
-    cert_file: Path
-    key_file: Path
-
-    @property
-    def cert_pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
-
-    @property
-    def key_pem(self) -> bytes:
-        return _key_pem(self.key)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-    )
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def _write_public(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _safe_name(common_name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", common_name).strip("-") or "cert"
-
-
 def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.UTC)
-
-
-def create_ca(directory: Path, common_name: str = "trustgate-e2e-ca", days: int = 3650) -> CertKey:
-    """Create a self-signed EC P-256 CA as ``directory/ca.crt`` and ``directory/ca.key``."""
-    directory = Path(directory)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = _now()
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _dt.timedelta(hours=1))
-        .not_valid_after(now + _dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ski, critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "ca.crt", directory / "ca.key"
-    _write_private(key_file, _key_pem(key))
-    _write_public(cert_file, cert.public_bytes(serialization.Encoding.PEM))
-    return CertKey(cert, key, cert_file, key_file)
-
-
-def load_cert_key(cert_file: Path, key_file: Path) -> CertKey:
-    """Load a PEM certificate and EC key written by :func:`create_ca` / :func:`issue_cert`."""
-    cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
-    key = serialization.load_pem_private_key(Path(key_file).read_bytes(), password=None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise ControlPlaneError(f"{key_file}: expected an EC private key")
-    return CertKey(cert, key, Path(cert_file), Path(key_file))
-
-
-def load_or_create_ca(directory: Path, common_name: str = "trustgate-e2e-ca") -> CertKey:
-    directory = Path(directory)
-    if (directory / "ca.crt").exists() and (directory / "ca.key").exists():
-        return load_cert_key(directory / "ca.crt", directory / "ca.key")
-    return create_ca(directory, common_name)
-
-
-def _general_names(sans: Iterable[str]) -> list[x509.GeneralName]:
-    names: list[x509.GeneralName] = []
-    for san in sans:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(san)))
-        except ValueError:
-            if "://" in san:
-                names.append(x509.UniformResourceIdentifier(san))
-            else:
-                names.append(x509.DNSName(san))
-    return names
-
-
-def issue_cert(
-    ca: CertKey,
-    common_name: str,
-    sans: list[str],
-    client: bool,
-    server: bool,
-    organization: str | None = None,
-    *,
-    out_dir: Path | None = None,
-    name: str | None = None,
-    days: int = 365,
-) -> CertKey:
-    """Issue an EC P-256 leaf certificate signed by ``ca``.
-
-    ``sans`` entries are IP addresses, DNS names or URIs (containing ``://``). ``client`` /
-    ``server`` select the extended key usages. ``organization`` becomes the subject O, which
-    Kubernetes maps to a group (e.g. ``system:masters``). Files are written to
-    ``out_dir`` (default: the CA's directory) as ``<name>.crt`` / ``<name>.key``, ``name``
-    defaulting to a file-safe form of the common name.
-    """
-    if not (client or server):
-        raise ValueError("a certificate must be for client and/or server use")
-    out_dir = Path(out_dir) if out_dir is not None else ca.cert_file.parent
-    name = name or _safe_name(common_name)
-    key = ec.generate_private_key(ec.SECP256R1())
-    attrs = []
-    if organization:
-        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
-    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-    usages = []
-    if server:
-        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
-    if client:
-        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-    now = _now()
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name(attrs))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _dt.timedelta(hours=1))
-        .not_valid_after(now + _dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
-    )
-    general = _general_names(sans)
-    if general:
-        builder = builder.add_extension(x509.SubjectAlternativeName(general), critical=False)
-    cert = builder.sign(ca.key, hashes.SHA256())
-    cert_file, key_file = out_dir / f"{name}.crt", out_dir / f"{name}.key"
-    _write_private(key_file, _key_pem(key))
-    _write_public(cert_file, cert.public_bytes(serialization.Encoding.PEM))
-    return CertKey(cert, key, cert_file, key_file)
-
-
-def write_kubeconfig(
-    path: Path, server: str, ca_file: Path, cert_file: Path, key_file: Path, user: str = "user"
-) -> Path:
-    """Write a kubeconfig with absolute file references (client-certificate auth)."""
-    cfg = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "trustgate-e2e",
-                "cluster": {"server": server, "certificate-authority": str(Path(ca_file).resolve())},
-            }
-        ],
-        "users": [
-            {
-                "name": user,
-                "user": {
-                    "client-certificate": str(Path(cert_file).resolve()),
-                    "client-key": str(Path(key_file).resolve()),
-                },
-            }
-        ],
-        "contexts": [{"name": "trustgate-e2e", "context": {"cluster": "trustgate-e2e", "user": user}}],
-        "current-context": "trustgate-e2e",
-        "preferences": {},
-    }
-    _write_private(Path(path), yaml.safe_dump(cfg, sort_keys=False).encode())
-    return Path(path)
-
-
-# --------------------------------------------------------------------------------------
-# Networking / HTTP
-# --------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    return free_ports(1)[0]
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free ports on 127.0.0.1 (sockets held open together, so no duplicates)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-class KubeClient:
-    """A minimal JSON REST client for the apiserver over mutual TLS (stdlib only)."""
-
-    def __init__(self, server: str, ca_file: Path, cert_file: Path, key_file: Path, timeout: float = 15.0) -> None:
-        self.server = server.rstrip("/")
-        self.timeout = timeout
-        self._ctx = ssl.create_default_context(cafile=str(ca_file))
-        self._ctx.load_cert_chain(str(cert_file), str(key_file))
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-
-    @classmethod
-    def from_kubeconfig(cls, path: Path | str) -> KubeClient:
-        """Build a client from the current context of a client-certificate kubeconfig."""
-        path = Path(path)
-        cfg = yaml.safe_load(path.read_text())
-        ctx_name = cfg.get("current-context")
-        ctx = next(c["context"] for c in cfg["contexts"] if c["name"] == ctx_name)
-        cluster = next(c["cluster"] for c in cfg["clusters"] if c["name"] == ctx["cluster"])
-        user = next(u["user"] for u in cfg["users"] if u["name"] == ctx["user"])
-        tmp = tempfile.TemporaryDirectory(prefix="kubeclient-")
-
-        def materialise(section: Mapping[str, Any], key: str, fname: str) -> Path:
-            if section.get(f"{key}-data"):
-                p = Path(tmp.name) / fname
-                p.write_bytes(base64.b64decode(section[f"{key}-data"]))
-                return p
-            if not section.get(key):
-                raise ControlPlaneError(f"{path}: {key} missing (only client-certificate kubeconfigs are supported)")
-            p = Path(section[key])
-            return p if p.is_absolute() else path.parent / p
-
-        client = cls(
-            cluster["server"],
-            materialise(cluster, "certificate-authority", "ca.crt"),
-            materialise(user, "client-certificate", "client.crt"),
-            materialise(user, "client-key", "client.key"),
-        )
-        tmp.cleanup()  # the SSL context has loaded everything
-        return client
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        content_type: str = "application/json",
-        params: Mapping[str, str] | None = None,
-    ) -> Any:
-        url = self.server + path
-        if params:
-            url += "?" + urllib.parse.urlencode(params)
-        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-        req = urllib.request.Request(url, data=data, method=method)
-        req.add_header("Accept", "application/json")
-        if data is not None:
-            req.add_header("Content-Type", content_type)
-        try:
-            with urllib.request.urlopen(req, context=self._ctx, timeout=self.timeout) as resp:
-                raw = resp.read().decode()
-        except urllib.error.HTTPError as e:
-            raise KubeAPIError(e.code, method, path, e.read().decode(errors="replace")) from None
-        if not raw:
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw
-
-    def get(self, path: str, **params: str) -> Any:
-        return self.request("GET", path, params=params or None)
-
-    def create(self, path: str, obj: Any) -> Any:
-        return self.request("POST", path, obj)
-
-    def merge_patch(self, path: str, patch: Any) -> Any:
-        return self.request("PATCH", path, patch, content_type="application/merge-patch+json")
-
-    def delete(self, path: str) -> Any:
-        return self.request("DELETE", path)
-
-
-def _https_get(url: str, ctx: ssl.SSLContext, timeout: float = 3.0) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, context=ctx, timeout=timeout) as resp:
-            return resp.status, resp.read().decode(errors="replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(errors="replace")
-
-
-# --------------------------------------------------------------------------------------
-# Nodes
-# --------------------------------------------------------------------------------------
 
 
 def _as_client(kubeconfig_or_client: KubeClient | Path | str) -> KubeClient:
@@ -588,113 +150,6 @@ def create_node(
     else:
         raise ControlPlaneError(f"could not remove the {NOT_READY_TAINT_KEY} taint from node {name}")
     return cast(dict[str, Any], current)
-
-
-# --------------------------------------------------------------------------------------
-# Processes
-# --------------------------------------------------------------------------------------
-
-
-def _proc_start_time(pid: int) -> str | None:
-    """Process start time (clock ticks since boot) from /proc, to detect pid reuse."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # the command name (field 2) may contain spaces; it is wrapped in parentheses
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie is not alive for our purposes
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    except OSError:
-        return True
-
-
-def _terminate_pid(pid: int, grace: float, popen: subprocess.Popen[bytes] | None = None) -> None:
-    """SIGTERM, then SIGKILL after ``grace`` seconds."""
-
-    def alive() -> bool:
-        if popen is not None:
-            return popen.poll() is None
-        return _pid_alive(pid)
-
-    if not alive():
-        return
-    try:
-        os.kill(pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not alive():
-            return
-        time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    if popen is not None:
-        popen.wait(timeout=10)
-    else:
-        deadline = time.monotonic() + 10
-        while alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        data = path.read_bytes()[-64 * 1024 :].decode(errors="replace")
-    except OSError:
-        return f"(no log at {path})"
-    return "\n".join(data.splitlines()[-lines:])
-
-
-def recorded_running(workdir: Path | str) -> list[str]:
-    """Names of the components recorded in ``<workdir>/pids.json`` that are still running."""
-    try:
-        recorded: dict[str, dict[str, Any]] = json.loads((Path(workdir) / "pids.json").read_text())
-    except (OSError, ValueError):
-        return []
-    return [
-        name
-        for name, entry in recorded.items()
-        if _proc_start_time(int(entry["pid"])) == entry.get("start_time") and _pid_alive(int(entry["pid"]))
-    ]
-
-
-def stop_recorded(workdir: Path | str, grace: float = 5.0) -> list[str]:
-    """Stop the components recorded in ``<workdir>/pids.json`` (e.g. from another process).
-
-    A pid is only signalled if its process start time still matches the recorded one, so a
-    recycled pid is never killed. Returns the names of the components that were stopped.
-    """
-    pids_file = Path(workdir) / "pids.json"
-    try:
-        recorded: dict[str, dict[str, Any]] = json.loads(pids_file.read_text())
-    except (OSError, ValueError):
-        return []
-    stopped = []
-    for name in reversed(COMPONENTS):
-        entry = recorded.get(name)
-        if not entry:
-            continue
-        pid = int(entry["pid"])
-        if _proc_start_time(pid) != entry.get("start_time"):
-            continue  # already gone, or the pid now belongs to someone else
-        _terminate_pid(pid, grace)
-        stopped.append(name)
-    pids_file.unlink(missing_ok=True)
-    return stopped
 
 
 @dataclass
@@ -797,7 +252,16 @@ class ControlPlane:
         name: str | None = None,
     ) -> CertKey:
         """Issue a certificate from this control plane's CA into ``pki/``."""
-        return issue_cert(self.ca, common_name, sans, client, server, organization, out_dir=self.pki_dir, name=name)
+        return issue_cert(
+            self.ca,
+            common_name,
+            sans,
+            client=client,
+            server=server,
+            organization=organization,
+            out_dir=self.pki_dir,
+            name=name,
+        )
 
     def issue_kubeconfig(self, name: str, common_name: str, organization: str | None = None) -> Path:
         """A client-certificate kubeconfig ``<workdir>/<name>.kubeconfig`` for the given identity.
@@ -885,7 +349,7 @@ class ControlPlane:
         self._check_name(name)
         p = self._procs.pop(name, None)
         if p is not None:
-            _terminate_pid(p.popen.pid, self.stop_grace if grace is None else grace, p.popen)
+            terminate_pid(p.popen.pid, self.stop_grace if grace is None else grace, p.popen)
         self._write_pids()
 
     def start_component(self, name: str, wait: bool = True) -> None:
@@ -931,7 +395,7 @@ class ControlPlane:
             rc = p.popen.poll()
             if rc is not None:
                 raise ControlPlaneError(
-                    f"{name} exited with code {rc} while starting\n--- tail of {p.log} ---\n{_tail(p.log)}"
+                    f"{name} exited with code {rc} while starting\n--- tail of {p.log} ---\n{tail(p.log)}"
                 )
             try:
                 ok, last = self._probe(name)
@@ -942,7 +406,7 @@ class ControlPlane:
             if time.monotonic() > deadline:
                 raise ControlPlaneError(
                     f"{name} not ready after {timeout:.0f}s (last probe: {last})\n"
-                    f"--- tail of {p.log} ---\n{_tail(p.log)}"
+                    f"--- tail of {p.log} ---\n{tail(p.log)}"
                 )
             time.sleep(0.2)
 
@@ -960,7 +424,7 @@ class ControlPlane:
         ports_file = self.workdir / "ports.json"
         try:
             old = Ports(**json.loads(ports_file.read_text()))
-            if recorded_running(self.workdir) or all(_port_is_free(p) for p in vars(old).values()):
+            if recorded_running(self.workdir) or all(port_is_free(p) for p in vars(old).values()):
                 return old
         except (OSError, ValueError, TypeError):
             pass
@@ -971,9 +435,14 @@ class ControlPlane:
     def _prepare_files(self) -> None:
         pki = self.pki_dir
         if not (pki / "sa.key").exists():
-            sa = ec.generate_private_key(ec.SECP256R1())
-            _write_private(pki / "sa.key", _key_pem(sa))
-            _write_public(
+            sa = generate_key()
+            write_private(
+                pki / "sa.key",
+                sa.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                ),
+            )
+            write_public(
                 pki / "sa.pub",
                 sa.public_key().public_bytes(
                     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -1006,7 +475,7 @@ class ControlPlane:
         front = pki / "front-proxy"
         if not (front / "front-proxy-client.crt").exists():
             front_ca = create_ca(front, "front-proxy-ca")
-            issue_cert(front_ca, "front-proxy-client", [], client=True, server=False, out_dir=front)
+            issue_cert(front_ca, "front-proxy-client", client=True, out_dir=front)
         # kubeconfigs carry the apiserver port, which may change between runs: always rewrite
         write_kubeconfig(self.kubeconfig, self.server, self.ca.cert_file, pki / "admin.crt", pki / "admin.key", "admin")
         write_kubeconfig(
@@ -1155,7 +624,7 @@ class ControlPlane:
             "kube-scheduler": self.ports.scheduler,
         }[name]
         path = "/readyz" if name == "kube-apiserver" else "/healthz"
-        status, body = _https_get(f"https://127.0.0.1:{port}{path}", self._ssl_context())
+        status, body = https_get(f"https://127.0.0.1:{port}{path}", self._ssl_context())
         return status == 200 and body.strip() == "ok", f"HTTP {status}: {body.strip()[-500:]}"
 
     def _wait_default_service_account(self) -> None:
@@ -1177,13 +646,13 @@ class ControlPlane:
                 log = self.logs_dir / "kube-controller-manager.log"
                 raise ControlPlaneError(
                     "kube-controller-manager did not create ServiceAccount default/default within "
-                    f"{self.startup_timeout:.0f}s\n--- tail of {log} ---\n{_tail(log)}"
+                    f"{self.startup_timeout:.0f}s\n--- tail of {log} ---\n{tail(log)}"
                 )
             time.sleep(0.2)
 
     def _write_pids(self) -> None:
         recorded = {
-            name: {"pid": p.popen.pid, "start_time": _proc_start_time(p.popen.pid), "argv0": p.popen.args[0]}  # type: ignore[index]
+            name: {"pid": p.popen.pid, "start_time": proc_start_time(p.popen.pid), "argv0": p.popen.args[0]}  # type: ignore[index]
             for name, p in self._procs.items()
             if p.popen.poll() is None
         }
@@ -1194,29 +663,3 @@ class ControlPlane:
             os.replace(tmp, pids_file)
         else:
             pids_file.unlink(missing_ok=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python cluster.py up|down WORKDIR`` (for make dev-up / dev-down)."""
-    import argparse
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("action", choices=["up", "down"])
-    ap.add_argument("workdir", type=Path)
-    ap.add_argument("--scheduler-config", type=Path, help="KubeSchedulerConfiguration YAML file")
-    args = ap.parse_args(argv)
-    if args.action == "down":
-        stopped = stop_recorded(args.workdir)
-        print("stopped: " + (", ".join(stopped) or "nothing"))
-        return 0
-    cfg = args.scheduler_config.read_text() if args.scheduler_config else None
-    t0 = time.monotonic()
-    cp = ControlPlane(args.workdir, scheduler_config=cfg)
-    cp.start()
-    print(f"control plane ready in {time.monotonic() - t0:.1f}s: {cp.server}")
-    print(f"export KUBECONFIG={cp.kubeconfig}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """The authority as `trustgate-attestation serve` runs it (its flags, checks, app and gunicorn over TLS),
 with the two cluster calls left (reading a Node, publishing a report) answered from files.
 
-    python tests/attestation/serve_authority.py NODES.json PUBLISHED_DIR -- --kubeconfig=FILE serve <flags>
+    python -m devkit.authority_apps NODES.json PUBLISHED_DIR -- --kubeconfig=FILE serve <flags>
 
 NODES.json maps node names to [systemUUID, bootID]; each published report is written to
 PUBLISHED_DIR/<node>.jwt. `--kubeconfig` must name a kubeconfig file (it is never contacted:

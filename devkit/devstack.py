@@ -1,7 +1,7 @@
 """The development stack: the real control plane with trustgate wired in, on 127.0.0.1.
 
-`python tests/e2e/devstack.py up|down|status` (what `make dev-up` / `make dev-down` run), and the
-`DevStack` class the end-to-end tests share. It uses the manifests of `deploy/` (CRDs, RBAC, the
+`python -m devkit.devstack up|down|status` (what `make dev-up` / `make dev-down` run), and the
+`DevStack` class the end-to-end tests and the benchmarks share. It uses the manifests of `deploy/` (CRDs, RBAC, the
 scheduler configuration, the ValidatingWebhookConfiguration) adapted only where loopback requires
 it (URLs instead of in-cluster Services), and runs each trustgate service with its own client
 certificate identity, so the RBAC rules are exercised as deployed.
@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from controlplane import cluster
-from controlplane.cluster import ControlPlane
 
-ROOT = Path(__file__).resolve().parents[2]
+from devkit.controlplane import ControlPlane, free_ports, recorded_running, stop_recorded
+from devkit.pki import CertKey
+
+ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 NAMESPACE = "trustgate-system"
 ISSUER = "https://aias.trustgate.dev.local"
@@ -68,9 +69,7 @@ class DevStack:
         self.audit_log = self.workdir / "audit.jsonl"
         self.services_file = self.workdir / "services.json"
         self.ports = (
-            self.ports
-            or self._running_ports()
-            or dict(zip(("extender", "webhook"), cluster.free_ports(2), strict=True))
+            self.ports or self._running_ports() or dict(zip(("extender", "webhook"), free_ports(2), strict=True))
         )
 
     # --- URLs and files ------------------------------------------------------------------
@@ -224,7 +223,7 @@ class DevStack:
         for service, user in IDENTITY.items():
             self.cp.issue_kubeconfig(f"trustgate-{service}", user)  # -> <workdir>/trustgate-<service>.kubeconfig
 
-    def _copy_cert(self, name: str, issued: cluster.CertKey) -> None:
+    def _copy_cert(self, name: str, issued: CertKey) -> None:
         for source, suffix in ((issued.cert_file, "crt"), (issued.key_file, "key")):
             target = self.workdir / f"{name}.{suffix}"
             target.write_bytes(Path(source).read_bytes())
@@ -261,7 +260,7 @@ class DevStack:
 
     def _running_ports(self) -> dict[str, int]:
         """The ports of this workdir's running services, so that another process can attach to them."""
-        if not cluster.recorded_running(self.workdir):
+        if not recorded_running(self.workdir):
             return {}
         try:
             recorded = json.loads(self.services_file.read_text())
@@ -302,10 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
     if args.command == "down":
-        stopped = _stop_recorded_services(workdir) + cluster.stop_recorded(workdir)
+        stopped = _stop_recorded_services(workdir) + stop_recorded(workdir)
         print(f"stopped: {', '.join(stopped) or 'nothing was running'}; logs kept in {workdir / 'logs'}")
         return 0
-    running = cluster.recorded_running(workdir)
+    running = recorded_running(workdir)
     if args.command == "status":
         print(f"running: {', '.join(running) or 'nothing'}")
         return 0

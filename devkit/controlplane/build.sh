@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Build the real upstream Kubernetes control plane (kube-apiserver,
 # kube-scheduler, kube-controller-manager, kubectl) and etcd from source via
-# the Go module proxy, for trustgate's end-to-end tests.
+# the Go module proxy, for trustgate's development kit (tests, dev stack, benchmarks).
 #
-#   bash tests/e2e/controlplane/build.sh
+#   bash devkit/controlplane/build.sh
 #
 # Output: ${TRUSTGATE_CACHE:-$HOME/.cache/trustgate}/k8s-<K8S_VERSION>/bin/
 # The last line printed is that directory. If all five binaries already exist

@@ -1,0 +1,11 @@
+"""trustgate's development kit: what the tests, the benchmarks and the demo run on, never shipped.
+
+The real Kubernetes control plane (`devkit.controlplane`), the development stack with trustgate wired
+in (`devkit.devstack`, `make dev-up`), the demo (`devkit.demo`, `make demo`), nodes with reports of
+every kind (`devkit.fleet`), emulated TPMs and attested hosts (`devkit.swtpm`, `devkit.attested`), the
+test PKI (`devkit.pki`), plain-data factories (`devkit.factories`) and the WSGI apps gunicorn serves in
+the serving tests and benchmarks (`devkit.admission_apps`, `devkit.extender_apps`).
+
+It is a distribution of its own (devkit/pyproject.toml), installed editable for development only, and
+imports no pytest: test policy (skips, failures, fixtures) stays in tests/.
+"""
