@@ -444,7 +444,7 @@ def _registration(agent: Agent, **overrides: Any) -> dict[str, Any]:
 def test_an_attestation_key_using_sha1_is_refused_at_registration(
     world: World, weakness: dict[str, int], reason: str
 ) -> None:
-    from crafted import rsa_key
+    from .crafted import rsa_key
 
     weak = base64.b64encode(rsa_key(**weakness).public).decode()
     with pytest.raises(AuthorityRefused, match=reason) as refused:

@@ -101,7 +101,7 @@ def test_body_over_the_limit(client) -> None:
 
 
 def test_unknown_verb_and_wrong_method(client) -> None:
-    assert_error(client.post("/bind", json={}), 404, "Not Found")
+    assert_error(client.post("/unbind", json={}), 404, "Not Found")
     assert_error(client.post("/preempt", json={}), 404, "Not Found")
     response = client.get("/filter")
     assert_error(response, 405, "Method Not Allowed")
