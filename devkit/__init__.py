@@ -1,0 +1,1 @@
+"""Development tooling that runs real infrastructure (worker nodes) on one machine."""
