@@ -24,9 +24,10 @@ from devkit.nodes.controlplane import ClusterAccess
 from devkit.nodes.kit import NodeKit
 from devkit.nodes.network import HostNetwork
 from devkit.nodes.node import proxy_synced
-from devkit.nodes.procs import NodeError, Process, run, wait_for
+from devkit.nodes.procs import NodeError, Process, find_pids, kill_pids, run, wait_for
 
 HOST_NAME = "trustgate-control-plane"
+CONFIG_NAME = "host-kube-proxy.yaml"
 
 
 @dataclass
@@ -42,9 +43,11 @@ class HostProxy:
     def start(self, wait: bool = False) -> HostProxy:
         self.workdir = Path(self.workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._delete_tables()  # a kube-proxy killed outright leaves its tables
+        # A host kube-proxy of a run that was killed outright: it would fight over the tables.
+        kill_pids(find_pids(self.kit.kube_proxy, "/" + CONFIG_NAME), grace=2.0)
+        self._delete_tables()
         kubeconfig = self.cluster.issue_kubeconfig("host-kube-proxy", "system:kube-proxy")
-        config = self.workdir / "kube-proxy-config.yaml"
+        config = self.workdir / CONFIG_NAME
         gw = self.network.gateway
         config.write_text(kube_proxy_config(kubeconfig, HOST_NAME, gw, self.network.cluster_cidr, [f"{gw}/32"]))
         self._started = time.monotonic()

@@ -110,6 +110,14 @@ class NodeNamespaces:
     def run(self, argv: Sequence[str], what: str, timeout: float = 60.0) -> str:
         return run(self.enter(argv), f"{self.name}: {what}", timeout=timeout)
 
+    def set_boot_id(self, boot_id: str) -> None:
+        """Change the bootID the node's processes read (in place: the mount shows this inode)."""
+        (self.workdir / "identity" / "boot_id").write_text(boot_id + "\n")
+        self.identity = Identity(self.identity.system_uuid, boot_id)
+        seen = self.run(["cat", str(BOOT_ID)], "reading the boot_id back").strip()
+        if seen != boot_id:
+            raise NodeError(f"{self.name}: the namespace shows boot_id {seen}, not {boot_id}")
+
     def stop(self) -> None:
         if self.holder is not None:
             self.holder.stop(grace=0)

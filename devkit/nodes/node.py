@@ -17,6 +17,7 @@ reporting its own ``systemUUID`` and ``bootID``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Mapping
@@ -157,6 +158,34 @@ class WorkerNode:
         for proc in self._procs.values():
             proc.check_running()
 
+    def reboot(self, boot_id: str) -> None:
+        """What the cluster sees of a reboot: the node comes back with a new ``bootID``.
+
+        The kubelet is restarted with ``boot_id`` in the node's ``/proc/sys/kernel/random/boot_id``
+        (the file mounted there is rewritten in place); containers keep running. Returns once
+        the Node reports the new bootID and is Ready. A trust report bound to the old bootID
+        no longer matches the node.
+        """
+        if self._ns is None:
+            raise NodeError(f"{self.name} is not running")
+        kubelet = self._procs.pop("kubelet")
+        kubelet.stop()
+        self._ns.set_boot_id(boot_id)
+        self.identity = dataclasses.replace(self.identity, boot_id=boot_id)
+        self._start_kubelet()
+
+        def rebooted() -> bool:
+            node = self.node_object()
+            return (
+                node is not None
+                and node["status"]["nodeInfo"].get("bootID") == boot_id
+                and node_condition(node) == "True"
+            )
+
+        self.timings["reboot_to_ready"] = wait_for(
+            rebooted, f"{self.name} to report bootID {boot_id}", self.ready_timeout, watch=list(self._procs.values())
+        )
+
     # ---- internals ----------------------------------------------------------------------
 
     def _start(self) -> None:
@@ -167,6 +196,7 @@ class WorkerNode:
             raise NodeError("real nodes need root (network namespaces, mounts, cgroups)")
         self.paths.make()
         self.network.add_node(self.address)
+        cgroups.remove_root(self.cgroup_root)  # pods of a run that was killed outright
         cgroups.create_root(self.cgroup_root)
         self._ns = NodeNamespaces(self.name, self.address.netns, self.workdir, self.identity).start()
         self._write_configs()

@@ -47,6 +47,24 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
+def find_pids(exe: Path, arg_suffix: str) -> list[int]:
+    """Processes of ``exe`` in this network namespace with an argument ending in ``arg_suffix``."""
+    own_net = os.readlink("/proc/self/ns/net")
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(entry / "exe") != str(exe) or os.readlink(entry / "ns" / "net") != own_net:
+                continue
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a.decode(errors="replace").endswith(arg_suffix) for a in args):
+            found.append(int(entry.name))
+    return found
+
+
 def kill_pids(pids: Sequence[int], grace: float) -> None:
     """SIGTERM (when ``grace`` > 0), then SIGKILL whatever is left after ``grace`` seconds."""
     sig = signal.SIGTERM if grace > 0 else signal.SIGKILL

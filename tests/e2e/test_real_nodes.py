@@ -37,6 +37,7 @@ from devkit.nodes.leftovers import leftovers
 from devkit.nodes.namespaces import Identity
 from devkit.nodes.network import KUBELET_SYSCTLS, HostNetwork
 from devkit.nodes.node import WorkerNode, node_condition
+from devkit.nodes.procs import tail
 
 pytestmark = pytest.mark.e2e
 
@@ -139,6 +140,15 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
         assert not errors and not left, f"teardown errors: {errors}; left on the host: {left}"
 
 
+def explain(real: RealCluster, pod_name: str) -> str:
+    """A pod's status, its events and its node's kubelet log, for a failure message."""
+    status = json.dumps(real.get(f"/api/v1/namespaces/{NAMESPACE}/pods/{pod_name}").get("status"), indent=1)
+    events = real.cp.kubectl_run("get", "events", "--field-selector", f"involvedObject.name={pod_name}", check=False)
+    node = real.get(f"/api/v1/namespaces/{NAMESPACE}/pods/{pod_name}")["spec"].get("nodeName")
+    kubelet = tail(real.nodes[node].logs()["kubelet"]) if node in real.nodes else "(not scheduled)"
+    return f"status: {status[:3000]}\nevents:\n{events.stdout}\nkubelet log of {node}:\n{kubelet}"
+
+
 def host_sysctls() -> dict[str, str]:
     return {k: Path("/proc/sys", k).read_text().strip() for k in ("net/ipv4/ip_forward", *KUBELET_SYSCTLS)}
 
@@ -198,7 +208,10 @@ def pods(real: RealCluster) -> dict[str, dict[str, Any]]:
             p = client.get(f"/api/v1/namespaces/{NAMESPACE}/pods/{name}")
             return p if p["status"].get("phase") == "Running" else None
 
-        running[name] = eventually(is_running, f"pod {name} to run", timeout=120, interval=0.2)
+        try:
+            running[name] = eventually(is_running, f"pod {name} to run", timeout=120, interval=0.2)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{explain(real, name)}") from None
         real.timings[f"pod_{name}_create_to_running"] = time.monotonic() - t0
     return running
 
@@ -276,10 +289,37 @@ def test_apiserver_reaches_kubelets_and_pods(real: RealCluster, pods: dict[str, 
         assert str(body).strip() == f"hello from {node}"
 
 
+def test_reboot_gives_the_node_a_new_boot_id(real: RealCluster, pods: dict[str, dict[str, Any]]) -> None:
+    """How a test makes a node's trust report stale: the node comes back with another bootID."""
+    node = real.nodes["node-b"]
+    before = real.get("/api/v1/nodes/node-b")["status"]["nodeInfo"]
+    new_boot_id = str(uuid.uuid4())
+    node.reboot(new_boot_id)
+    after = real.get("/api/v1/nodes/node-b")["status"]["nodeInfo"]
+    assert after["bootID"] == new_boot_id != before["bootID"]
+    assert after["systemUUID"] == before["systemUUID"]
+    assert real.get("/api/v1/nodes/node-a")["status"]["nodeInfo"]["bootID"] == real.identities["node-a"].boot_id
+    seen = subprocess.run(node.enter(["cat", "/proc/sys/kernel/random/boot_id"]), capture_output=True, text=True)
+    assert seen.stdout.strip() == new_boot_id
+    print(f"\nnode-b rebooted to Ready in {node.timings['reboot_to_ready']:.1f}s")
+
+
+#: kube-controller-manager's default --node-monitor-grace-period, plus its 5 s monitor period.
+DEFAULT_GRACE = 50 + 5
+
+
 def test_api_only_node_stays_ready_beside_real_ones(real: RealCluster, pods: dict[str, dict[str, Any]]) -> None:
-    """The node lifecycle controller runs (it untainted the real nodes) and leaves the API-only one alone."""
+    """The node lifecycle controller runs (it took the not-ready taint off the real nodes) and,
+    with its grace period stretched, leaves the API-only node (which renews no Lease) alone
+    past the default grace period."""
+    node = real.get(f"/api/v1/nodes/{API_ONLY}")
+    created = calendar.timegm(time.strptime(node["metadata"]["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ"))
+    time.sleep(max(0.0, created + DEFAULT_GRACE + 5 - time.time()))
     node = real.get(f"/api/v1/nodes/{API_ONLY}")
     assert node_condition(node) == "True"
     assert not node["spec"].get("taints")
-    created = calendar.timegm(time.strptime(node["metadata"]["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ"))
+    for name in NODES:
+        real_node = real.get(f"/api/v1/nodes/{name}")
+        assert node_condition(real_node) == "True"
+        assert not real_node["spec"].get("taints")
     print(f"\nAPI-only node {API_ONLY} still Ready and untainted {time.time() - created:.0f}s after it was created")
