@@ -16,16 +16,23 @@ out of the machine, and nothing from outside is forwarded in.
 from __future__ import annotations
 
 import ipaddress
+import json
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from devkit.nodes.namespaces import PRIVATE_DIRS
 from devkit.nodes.procs import NodeError, kill_pids, run
 
-FORWARD_SYSCTL = Path("/proc/sys/net/ipv4/ip_forward")
+FORWARD_KEY = "net/ipv4/ip_forward"
+FORWARD_SYSCTL = Path("/proc/sys", FORWARD_KEY)
 GUARD_TABLE = "trustgate-nodes"
 NETNS_DIR = Path("/run/netns")
+#: The host as it was before the first node (sysctls, directories that did not exist), kept
+#: until down() has put it back, so a run killed outright leaves the originals to the next one.
+SAVED_STATE = Path("/run/trustgate-nodes-host-state.json")
 #: Machine-wide sysctls every kubelet sets at start (its "kernel tunables"); set back by down().
 KUBELET_SYSCTLS = (
     "vm/overcommit_memory",
@@ -62,10 +69,7 @@ class HostNetwork:
     node_cidr: str = "172.30.0.0/24"
     cluster_cidr: str = "10.244.0.0/16"
     service_cidr: str = "10.0.0.0/24"
-    _saved_forwarding: str | None = field(default=None, repr=False)
     _up: bool = field(default=False, repr=False)
-    _made_dirs: list[Path] = field(default_factory=list, repr=False)
-    _saved_sysctls: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def gateway(self) -> str:
@@ -103,18 +107,20 @@ class HostNetwork:
             ["ip", "route", "replace", self.service_cidr, "dev", self.bridge, "src", self.gateway],
             "routing the Service CIDR to the node bridge",
         )
-        if self._saved_forwarding is None:
-            self._saved_forwarding = FORWARD_SYSCTL.read_text().strip()
-        for key in KUBELET_SYSCTLS:
-            self._saved_sysctls.setdefault(key, Path("/proc/sys", key).read_text().strip())
-        FORWARD_SYSCTL.write_text("1\n")
-        self._install_guard()
+        state = _load_state()
+        if state is None:
+            sysctls = {key: Path("/proc/sys", key).read_text().strip() for key in (FORWARD_KEY, *KUBELET_SYSCTLS)}
+            state = {"sysctls": sysctls, "made_dirs": []}
         # Mount points of the nodes' private directories (and ip netns's own directory):
         # made here, before any node, and removed again by down(), after the last node.
         for d in (NETNS_DIR, *map(Path, PRIVATE_DIRS)):
             missing = [p for p in (d, *d.parents) if not p.exists()]
+            state["made_dirs"] += [str(p) for p in sorted(missing, key=lambda p: len(p.parts))]
+        SAVED_STATE.write_text(json.dumps(state, indent=1) + "\n")
+        for d in (NETNS_DIR, *map(Path, PRIVATE_DIRS)):
             d.mkdir(parents=True, exist_ok=True)
-            self._made_dirs.extend(sorted(missing, key=lambda p: len(p.parts)))
+        FORWARD_SYSCTL.write_text("1\n")
+        self._install_guard()
         self._up = True
         return self
 
@@ -130,23 +136,23 @@ class HostNetwork:
                 run(cmd, check=False)
             except NodeError as e:
                 errors.append(str(e))
-        if self._saved_forwarding is not None:
-            FORWARD_SYSCTL.write_text(self._saved_forwarding + "\n")
-            self._saved_forwarding = None
-        for key, value in self._saved_sysctls.items():
-            Path("/proc/sys", key).write_text(value + "\n")
-        self._saved_sysctls.clear()
         self._up = False
         if _link_exists(self.bridge):
             errors.append(f"bridge {self.bridge} is still there")
-        for d in reversed(self._made_dirs):
-            if d == NETNS_DIR and not any(d.iterdir()):
-                run(["umount", str(d)], check=False)  # ip netns makes it a shared mount point
-            try:
-                d.rmdir()
-            except OSError as e:
-                errors.append(f"{d} made for the nodes is not empty: {e}")
-        self._made_dirs.clear()
+        state = _load_state()
+        if state is not None:
+            for key, value in state["sysctls"].items():
+                Path("/proc/sys", key).write_text(value + "\n")
+            for d in map(Path, reversed(state["made_dirs"])):
+                if d == NETNS_DIR and d.is_dir() and not any(d.iterdir()):
+                    run(["umount", str(d)], check=False)  # ip netns makes it a shared mount point
+                try:
+                    d.rmdir()
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    errors.append(f"{d}, made for the nodes, cannot be removed: {e}")
+            SAVED_STATE.unlink()
         if errors:
             raise NodeError("host network teardown: " + "; ".join(errors))
 
@@ -201,8 +207,28 @@ table inet {GUARD_TABLE} {{
             if pids:
                 kill_pids([int(p) for p in pids], grace=2.0)
             run(["ip", "netns", "del", node.netns], f"deleting network namespace {node.netns}")
-        if _link_exists(node.host_veth):
-            run(["ip", "link", "del", node.host_veth], f"deleting {node.host_veth}")
+        # Deleting the namespace deletes the veth pair too, a moment later (asynchronously).
+        run(["ip", "link", "del", node.host_veth], check=False)
+        deadline = time.monotonic() + 10
+        while _link_exists(node.host_veth):
+            if time.monotonic() > deadline:
+                raise NodeError(f"{node.host_veth} of {node.name} is still there 10 s after its namespace was deleted")
+            time.sleep(0.05)
+
+
+def original_sysctls() -> dict[str, str]:
+    """The host sysctls nodes change, as they were before any node (also after a killed run)."""
+    state = _load_state()
+    if state is not None:
+        return dict(state["sysctls"])
+    return {key: Path("/proc/sys", key).read_text().strip() for key in (FORWARD_KEY, *KUBELET_SYSCTLS)}
+
+
+def _load_state() -> dict[str, Any] | None:
+    try:
+        return json.loads(SAVED_STATE.read_text())  # type: ignore[no-any-return]
+    except FileNotFoundError:
+        return None
 
 
 def _link_exists(name: str) -> bool:

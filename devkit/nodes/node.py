@@ -85,7 +85,11 @@ class WorkerNode:
         return self
 
     def stop(self) -> None:
-        """Stop everything and remove what the node made on the host; safe to call twice."""
+        """Stop everything and remove what the node made on the host; safe to call twice.
+
+        On a node that was never started it removes what a run killed outright left under
+        the same name (processes, namespaces, cgroups, routes).
+        """
         errors: list[str] = []
 
         def attempt(what: str, fn: Any, *args: Any) -> None:

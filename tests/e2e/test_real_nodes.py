@@ -35,7 +35,7 @@ from devkit.nodes.hostproxy import HostProxy
 from devkit.nodes.kit import BUILD_HINT, NodeKit, cached_kit, find_kit
 from devkit.nodes.leftovers import leftovers
 from devkit.nodes.namespaces import Identity
-from devkit.nodes.network import KUBELET_SYSCTLS, HostNetwork
+from devkit.nodes.network import HostNetwork, original_sysctls
 from devkit.nodes.node import WorkerNode, node_condition
 from devkit.nodes.procs import tail
 
@@ -97,7 +97,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
     started: list[Any] = []
     identities = {n: Identity(str(uuid.uuid4()), str(uuid.uuid4())) for n in NODES}
     timings: dict[str, float] = {}
-    sysctls_before = host_sysctls()
+    sysctls_before = original_sysctls()
     try:
         started.append(net.up())
         cp = ControlPlane(work / "cp", bin_dir=bin_dir, bind_address=net.gateway, node_lifecycle_controller=True)
@@ -111,13 +111,16 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
         cp.create_node(API_ONLY, str(uuid.uuid4()), str(uuid.uuid4()))
         proxy = HostProxy(cp, net, kit, work / "host-proxy").start()  # waits ~30 s for a Node it has not
         started.append(proxy)
-        nodes: dict[str, WorkerNode] = {}
-        for index, name in enumerate(NODES, start=1):
-            node = WorkerNode(
+        nodes = {
+            name: WorkerNode(
                 name, index, identities[name], cp, net, kit, work / name, labels={"trustgate.test/real": "true"}
             )
+            for index, name in enumerate(NODES, start=1)
+        }
+        for node in nodes.values():
+            node.stop()  # whatever a run killed outright left behind
+        for node in nodes.values():
             started.append(node.start())
-            nodes[name] = node
             t = time.monotonic()
             node.import_image(kit.test_image.archive)
             node.timings["test_image_import"] = time.monotonic() - t
@@ -135,7 +138,9 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
                 errors.append(f"{type(thing).__name__}: {e}")
         left = leftovers(net, NODES, kit, work)
         left += [
-            f"sysctl {k} = {v} (was {sysctls_before[k]})" for k, v in host_sysctls().items() if v != sysctls_before[k]
+            f"sysctl {k} = {v} (was {sysctls_before[k]})"
+            for k, v in host_sysctls(sysctls_before).items()
+            if v != sysctls_before[k]
         ]
         assert not errors and not left, f"teardown errors: {errors}; left on the host: {left}"
 
@@ -149,8 +154,8 @@ def explain(real: RealCluster, pod_name: str) -> str:
     return f"status: {status[:3000]}\nevents:\n{events.stdout}\nkubelet log of {node}:\n{kubelet}"
 
 
-def host_sysctls() -> dict[str, str]:
-    return {k: Path("/proc/sys", k).read_text().strip() for k in ("net/ipv4/ip_forward", *KUBELET_SYSCTLS)}
+def host_sysctls(keys: dict[str, str]) -> dict[str, str]:
+    return {k: Path("/proc/sys", k).read_text().strip() for k in keys}
 
 
 def pod(name: str, node: str, command: str) -> dict[str, Any]:
