@@ -6,11 +6,10 @@ its own address and its own ports (two kubelets both on :10250) and its own netf
 node's pod CIDR via that node's address, and each node's default route is the host, so the
 apiserver on the host reaches pods and kubelets, and pods on one node reach pods on another.
 
-The kubelets change a few machine-wide sysctls (see :data:`KUBELET_SYSCTLS`); they are recorded
-before the first node and set back with the network. Forwarding is switched on for the host
-(and set back when the network goes down), and a small
-nftables table keeps the forwarding to the bridge: nothing from a node namespace is forwarded
-out of the machine, and nothing from outside is forwarded in.
+Forwarding is switched on for the host, and a small nftables table keeps it to the bridge:
+nothing from a node namespace is forwarded out of the machine, and nothing from outside is
+forwarded in. The kubelets change a few machine-wide sysctls (:data:`KUBELET_SYSCTLS`); those
+and forwarding are recorded before the first node and set back when the network goes down.
 """
 
 from __future__ import annotations
@@ -125,7 +124,7 @@ class HostNetwork:
         return self
 
     def down(self) -> None:
-        """Remove everything ``up`` and ``add_node_route`` made; forwarding goes back as it was."""
+        """Remove the bridge, its routes and the guard table; sysctls and directories go back as they were."""
         errors: list[str] = []
         for cmd in (
             ["nft", "delete", "table", "inet", GUARD_TABLE],
