@@ -42,6 +42,21 @@ K8S_BIN="${CACHE_ROOT}/k8s-${K8S_VERSION}/bin"
 CTRD_BIN="${CACHE_ROOT}/containerd-${CTRD_VERSION}/bin"
 IMAGES="${CACHE_ROOT}/images"
 KIT="${CACHE_ROOT}/node-kit-k8s-${K8S_VERSION}-containerd-${CTRD_VERSION}.json"
+
+# Everything already there: say so at once (no apt, no Go needed).
+if [[ -f "${KIT}" ]] && python3 - "${KIT}" <<'EOF'
+import json, os, sys
+kit = json.load(open(sys.argv[1]))
+files = [kit[k] for k in ("kubelet", "kube_proxy", "containerd", "containerd_shim", "ctr", "runc")]
+files += [os.path.join(kit["cni_bin_dir"], p) for p in ("bridge", "host-local", "loopback", "portmap")]
+files += ["/usr/sbin/nft", "/usr/sbin/conntrack"]
+archives = [kit[k]["archive"] for k in ("pause_image", "test_image")]
+sys.exit(0 if all(os.access(f, os.X_OK) for f in files) and all(os.path.isfile(a) for a in archives) else 1)
+EOF
+then
+  echo "${KIT}"
+  exit 0
+fi
 mkdir -p "${K8S_BIN}" "${CTRD_BIN}" "${IMAGES}"
 
 HEARTBEAT_PID=""
