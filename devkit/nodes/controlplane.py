@@ -12,8 +12,11 @@ from typing import Any, Protocol
 
 
 class CertFiles(Protocol):
-    cert_file: Path
-    key_file: Path
+    @property
+    def cert_file(self) -> Path: ...
+
+    @property
+    def key_file(self) -> Path: ...
 
 
 class RestClient(Protocol):

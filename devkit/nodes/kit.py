@@ -46,14 +46,18 @@ class NodeKit:
     @classmethod
     def load(cls, path: Path) -> NodeKit:
         raw = json.loads(Path(path).read_text())
-        images = {k: Image(raw[k]["ref"], Path(raw[k]["archive"])) for k in ("pause_image", "test_image")}
-        paths = {k: Path(raw[k]) for k in ("kubelet", "kube_proxy", "containerd", "containerd_shim", "ctr", "runc")}
         return cls(
             k8s_version=raw["k8s_version"],
             containerd_version=raw["containerd_version"],
+            kubelet=Path(raw["kubelet"]),
+            kube_proxy=Path(raw["kube_proxy"]),
+            containerd=Path(raw["containerd"]),
+            containerd_shim=Path(raw["containerd_shim"]),
+            ctr=Path(raw["ctr"]),
+            runc=Path(raw["runc"]),
             cni_bin_dir=Path(raw["cni_bin_dir"]),
-            **paths,
-            **images,
+            pause_image=Image(raw["pause_image"]["ref"], Path(raw["pause_image"]["archive"])),
+            test_image=Image(raw["test_image"]["ref"], Path(raw["test_image"]["archive"])),
         )
 
     def missing(self) -> list[str]:

@@ -178,16 +178,8 @@ class WorkerNode:
         self.identity = dataclasses.replace(self.identity, boot_id=boot_id)
         self._start_kubelet()
 
-        def rebooted() -> bool:
-            node = self.node_object()
-            return (
-                node is not None
-                and node["status"]["nodeInfo"].get("bootID") == boot_id
-                and node_condition(node) == "True"
-            )
-
         self.timings["reboot_to_ready"] = wait_for(
-            rebooted, f"{self.name} to report bootID {boot_id}", self.ready_timeout, watch=list(self._procs.values())
+            self._ready, f"{self.name} to report bootID {boot_id}", self.ready_timeout, watch=list(self._procs.values())
         )
 
     # ---- internals ----------------------------------------------------------------------
@@ -293,8 +285,13 @@ class WorkerNode:
         self._launch("kubelet", argv)
 
     def _ready(self) -> bool:
+        """Ready, as reported by this kubelet (a Node of the same name kept in etcd from an
+        earlier run would show another bootID)."""
         node = self.node_object()
-        return node is not None and node_condition(node) == "True"
+        if node is None or node_condition(node) != "True":
+            return False
+        info: Mapping[str, Any] = node["status"].get("nodeInfo", {})
+        return bool(info.get("bootID") == self.identity.boot_id and info.get("systemUUID") == self.identity.system_uuid)
 
     def _start_kube_proxy(self) -> None:
         proc = self._launch(

@@ -3,9 +3,9 @@
 Each node runs in its own network, mount and UTS namespaces with its own systemUUID and bootID
 (devkit/nodes). The tests show that both nodes become Ready reporting the identity they were
 given, that pods run on each, that a ClusterIP Service answers from the host and from a pod on
-the other node, that the apiserver reaches kubelets and pods, and that an API-only node in the
-same cluster stays Ready while the node lifecycle controller runs. Teardown checks that
-nothing is left on the host.
+the other node, that the apiserver reaches kubelets and pods, that a reboot gives a node a new
+bootID, and that an API-only node in the same cluster stays Ready while the node lifecycle
+controller runs. Teardown checks that nothing is left on the host.
 """
 
 from __future__ import annotations
