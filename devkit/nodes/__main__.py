@@ -64,7 +64,7 @@ def run(workdir: Path, names: list[str], scheduler_config: str | None) -> int:
                 "podCIDR": node.pod_cidr,
                 "systemUUID": node.identity.system_uuid,
                 "bootID": node.identity.boot_id,
-                "startToReadySeconds": round(node.timings["start_to_ready"], 2),
+                "startSeconds": round(node.timings["start_total"], 2),
             }
         print(
             json.dumps({"kubeconfig": str(cp.kubeconfig), "testImage": kit.test_image.ref, "nodes": report}, indent=2)

@@ -74,14 +74,14 @@ class WorkerNode:
     # ---- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> WorkerNode:
-        """Bring the node up and return once its Node object is Ready (raises NodeError)."""
+        """Bring the node up; returns once its Node is Ready and its kube-proxy synced (raises NodeError)."""
         t0 = time.monotonic()
         try:
             self._start()
         except BaseException:
             self.stop()
             raise
-        self.timings["start_to_ready"] = time.monotonic() - t0
+        self.timings["start_total"] = time.monotonic() - t0  # namespaces to kube-proxy synced
         return self
 
     def stop(self) -> None:
