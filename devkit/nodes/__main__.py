@@ -16,79 +16,48 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
-from typing import Any
 
-from devkit.nodes.controlplane import apiserver_args, controller_manager_args
-from devkit.nodes.hostproxy import HostProxy
 from devkit.nodes.kit import find_kit
-from devkit.nodes.namespaces import Identity
-from devkit.nodes.network import HostNetwork
-from devkit.nodes.node import WorkerNode
+from devkit.nodes.procs import NodeError
+from devkit.nodes.stack import NodeStack
 
 
 def run(workdir: Path, names: list[str], scheduler_config: str | None) -> int:
-    from controlplane.cluster import ControlPlane, find_binaries
+    from controlplane.cluster import find_binaries
 
     kit = find_kit(build=True)
-    bin_dir = find_binaries(build=True)
+    stack = NodeStack(workdir, names, kit, bin_dir=find_binaries(build=True), scheduler_config=scheduler_config)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    net = HostNetwork()
-    started: list[Any] = []
     try:
-        started.append(net.up())
-        cp = ControlPlane(
-            workdir / "cp",
-            scheduler_config=scheduler_config,
-            bin_dir=bin_dir,
-            bind_address=net.gateway,
-            node_lifecycle_controller=True,
-        )
-        cp.extra_args = {
-            "kube-apiserver": apiserver_args(cp),
-            "kube-controller-manager": controller_manager_args(mixed_with_api_only_nodes=True),
-        }
-        started.append(cp.start())
-        started.append(HostProxy(cp, net, kit, workdir / "host-proxy").start())
-        report = {}
-        for index, name in enumerate(names, start=1):
-            node = WorkerNode(name, index, Identity(str(uuid.uuid4()), str(uuid.uuid4())), cp, net, kit, workdir / name)
-            node.stop()  # whatever a run killed outright left behind
-            started.append(node.start())
-            node.import_image(kit.test_image.archive)
-            report[name] = {
+        stack.up()
+        report = {
+            name: {
                 "ip": node.ip,
                 "podCIDR": node.pod_cidr,
                 "systemUUID": node.identity.system_uuid,
                 "bootID": node.identity.boot_id,
                 "startSeconds": round(node.timings["start_total"], 2),
             }
-        print(
-            json.dumps({"kubeconfig": str(cp.kubeconfig), "testImage": kit.test_image.ref, "nodes": report}, indent=2)
-        )
-        print(f"export KUBECONFIG={cp.kubeconfig}   # Ctrl-C to stop", flush=True)
+            for name, node in stack.nodes.items()
+        }
+        kubeconfig = stack.cp.kubeconfig
+        print(json.dumps({"kubeconfig": str(kubeconfig), "testImage": kit.test_image.ref, "nodes": report}, indent=2))
+        print(f"export KUBECONFIG={kubeconfig}   # Ctrl-C to stop", flush=True)
         while not stop.is_set():
-            for thing in started:
-                if isinstance(thing, WorkerNode):
-                    thing.check_running()
+            for node in stack.nodes.values():
+                node.check_running()
             stop.wait(2)
         return 0
     finally:
         t0 = time.monotonic()
-        failed = False
-        for thing in reversed(started):
-            try:
-                if isinstance(thing, HostNetwork):
-                    thing.down()
-                else:
-                    thing.stop()
-            except Exception as e:
-                failed = True
-                print(f"teardown of {type(thing).__name__}: {e}", file=sys.stderr)
-        print(f"stopped in {time.monotonic() - t0:.1f}s" + (" (with errors, see above)" if failed else ""))
+        try:
+            stack.down()
+            print(f"stopped in {time.monotonic() - t0:.1f}s")
+        except NodeError as e:
+            print(f"stopped with errors: {e}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

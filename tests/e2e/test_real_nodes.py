@@ -20,9 +20,9 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from controlplane.cluster import ControlPlane
@@ -30,14 +30,13 @@ from harness import binaries, eventually
 from prerequisites import in_ci, unavailable
 
 from devkit.nodes import cgroups
-from devkit.nodes.controlplane import apiserver_args, controller_manager_args
-from devkit.nodes.hostproxy import HostProxy
 from devkit.nodes.kit import BUILD_HINT, NodeKit, cached_kit, find_kit
 from devkit.nodes.leftovers import leftovers
 from devkit.nodes.namespaces import Identity
-from devkit.nodes.network import HostNetwork, original_sysctls
+from devkit.nodes.network import original_sysctls
 from devkit.nodes.node import WorkerNode, node_condition
 from devkit.nodes.procs import tail
+from devkit.nodes.stack import NodeStack
 
 pytestmark = pytest.mark.e2e
 
@@ -72,13 +71,24 @@ def require_host() -> None:
 
 @dataclass
 class RealCluster:
-    cp: ControlPlane
-    net: HostNetwork
+    stack: NodeStack
     kit: NodeKit
-    nodes: dict[str, WorkerNode]
-    proxy: HostProxy
-    identities: dict[str, Identity]
-    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def cp(self) -> ControlPlane:
+        return cast(ControlPlane, self.stack.cp)
+
+    @property
+    def nodes(self) -> dict[str, WorkerNode]:
+        return self.stack.nodes
+
+    @property
+    def identities(self) -> dict[str, Identity]:
+        return self.stack.identities
+
+    @property
+    def timings(self) -> dict[str, float]:
+        return self.stack.timings
 
     def kubectl(self, *args: str, timeout: float = 60.0) -> str:
         return self.cp.kubectl_run(*args, timeout=timeout).stdout
@@ -93,50 +103,21 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
     bin_dir = binaries()
     kit = node_kit()
     work = tmp_path_factory.mktemp("real-nodes")
-    net = HostNetwork()
-    started: list[Any] = []
-    identities = {n: Identity(str(uuid.uuid4()), str(uuid.uuid4())) for n in NODES}
-    timings: dict[str, float] = {}
     sysctls_before = original_sysctls()
-    try:
-        started.append(net.up())
-        cp = ControlPlane(work / "cp", bin_dir=bin_dir, bind_address=net.gateway, node_lifecycle_controller=True)
-        cp.extra_args = {
-            "kube-apiserver": apiserver_args(cp),
-            "kube-controller-manager": controller_manager_args(mixed_with_api_only_nodes=True),
-        }
-        t = time.monotonic()
-        started.append(cp.start())
-        timings["control_plane_start"] = time.monotonic() - t
+    stack = NodeStack(work, NODES, kit, bin_dir=bin_dir, node_labels={"trustgate.test/real": "true"})
+
+    def api_only_node(cp: ControlPlane) -> None:
         cp.create_node(API_ONLY, str(uuid.uuid4()), str(uuid.uuid4()))
-        proxy = HostProxy(cp, net, kit, work / "host-proxy").start()  # waits ~30 s for a Node it has not
-        started.append(proxy)
-        nodes = {
-            name: WorkerNode(
-                name, index, identities[name], cp, net, kit, work / name, labels={"trustgate.test/real": "true"}
-            )
-            for index, name in enumerate(NODES, start=1)
-        }
-        for node in nodes.values():
-            node.stop()  # whatever a run killed outright left behind
-        for node in nodes.values():
-            started.append(node.start())
-            t = time.monotonic()
-            node.import_image(kit.test_image.archive)
-            node.timings["test_image_import"] = time.monotonic() - t
-        proxy.wait_synced()
-        yield RealCluster(cp, net, kit, nodes, proxy, identities, timings)
+
+    try:
+        yield RealCluster(stack.up(after_control_plane=api_only_node), kit)
     finally:
         errors = []
-        for thing in reversed(started):
-            try:
-                if isinstance(thing, HostNetwork):
-                    thing.down()
-                else:
-                    thing.stop()
-            except Exception as e:
-                errors.append(f"{type(thing).__name__}: {e}")
-        left = leftovers(net, NODES, kit, work)
+        try:
+            stack.down()
+        except Exception as e:
+            errors.append(str(e))
+        left = leftovers(stack.net, NODES, kit, work)
         left += [
             f"sysctl {k} = {v} (was {sysctls_before[k]})"
             for k, v in host_sysctls(sysctls_before).items()
