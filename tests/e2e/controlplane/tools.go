@@ -1,6 +1,7 @@
 //go:build tools
 
-// Package tools pins the control-plane commands built by build.sh.
+// Package tools pins the Kubernetes commands built by build.sh (the control plane)
+// and by devkit/nodes/build.sh (kubelet, kube-proxy).
 package tools
 
 import (
