@@ -56,8 +56,9 @@ class NodeStack:
     def up(self, after_control_plane: Callable[[Any], object] | None = None) -> NodeStack:
         """Bring everything up; ``after_control_plane(cp)`` runs before the nodes start (e.g.
         to create API-only nodes). On failure, what was started is stopped and the error raised."""
-        from controlplane.cluster import ControlPlane
+        from controlplane.cluster import SERVICE_CLUSTER_IP_RANGE, ControlPlane
 
+        self.net.service_cidr = SERVICE_CLUSTER_IP_RANGE
         try:
             self._started.append(self.net.up())
             cp = ControlPlane(
