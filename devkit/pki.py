@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from trustgate.certificates import Issued, PrivateKey, generate_key, issue, load, new_ca
+from trustgate.certificates import Issued, PrivateKey, general_names, generate_key, issue, load, new_ca
 
 CA_LIFETIME = dt.timedelta(days=3650)
 LEAF_LIFETIME = dt.timedelta(days=365)
@@ -93,6 +93,17 @@ def issue_cert(
         key=generate_key(key_kind),
     )
     return write(issued, Path(out_dir), name or safe_name(common_name))
+
+
+def has_sans(cert_file: Path, sans: Iterable[str]) -> bool:
+    """Whether the certificate in `cert_file` names every one of `sans`."""
+    cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    try:
+        found = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    have = {str(name.value) for name in found}
+    return all(str(name.value) in have for name in general_names(sans))
 
 
 def load_cert_key(cert_file: Path, key_file: Path) -> CertKey:

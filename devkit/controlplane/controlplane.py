@@ -45,7 +45,7 @@ from devkit.controlplane.processes import (
     tail,
     terminate_pid,
 )
-from devkit.pki import CertKey, create_ca, issue_cert, load_or_create_ca, write_private, write_public
+from devkit.pki import CertKey, create_ca, has_sans, issue_cert, load_or_create_ca, write_private, write_public
 from trustgate.certificates import generate_key
 
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
@@ -199,6 +199,12 @@ class ControlPlane:
     ``clientConnection.kubeconfig`` it is set to :attr:`scheduler_kubeconfig`; if it leaves
     out ``leaderElection.leaderElect`` that is set to false. ``extra_args`` adds flags per
     component name (e.g. ``{"kube-apiserver": ["--feature-gates=..."]}``).
+
+    For real kubelets in network namespaces (devkit/nodes): ``bind_address`` is where
+    kube-apiserver listens and what it advertises (an address the nodes reach, e.g. a host
+    bridge; clients then use it too), ``extra_sans`` are added to its serving certificate, and
+    ``node_lifecycle_controller`` turns on the controller that API-only nodes need off (it marks
+    nodes that post no status NotReady; see its ``--node-monitor-grace-period``).
     """
 
     workdir: Path
@@ -207,6 +213,9 @@ class ControlPlane:
     extra_args: dict[str, list[str]] = field(default_factory=dict)
     startup_timeout: float = 90.0
     stop_grace: float = 5.0
+    bind_address: str = "127.0.0.1"
+    extra_sans: list[str] = field(default_factory=list)
+    node_lifecycle_controller: bool = False
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir).resolve()
@@ -227,7 +236,12 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.ports.apiserver}"
+        return f"https://{self.api_host}:{self.ports.apiserver}"
+
+    @property
+    def api_host(self) -> str:
+        """The address clients use for kube-apiserver (and the one it advertises)."""
+        return "127.0.0.1" if self.bind_address in ("0.0.0.0", "127.0.0.1") else self.bind_address
 
     @property
     def etcd_url(self) -> str:
@@ -449,9 +463,10 @@ class ControlPlane:
                 ),
             )
         local = ["127.0.0.1", "localhost"]
-        if not (pki / "kube-apiserver.crt").exists():
-            sans = [*local, KUBERNETES_SERVICE_IP, "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
-            sans.append("kubernetes.default.svc.cluster.local")
+        sans = [*local, KUBERNETES_SERVICE_IP, "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
+        sans.append("kubernetes.default.svc.cluster.local")
+        sans += [a for a in (self.api_host, *self.extra_sans) if a not in sans]
+        if not (pki / "kube-apiserver.crt").exists() or not has_sans(pki / "kube-apiserver.crt", sans):
             self.issue_cert("kube-apiserver", sans, client=False, server=True)
         if not (pki / "kube-controller-manager-serving.crt").exists():
             self.issue_cert(
@@ -533,8 +548,8 @@ class ControlPlane:
             argv = [
                 str(self.binary("kube-apiserver")),
                 f"--etcd-servers={self.etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.bind_address}",
+                f"--advertise-address={self.api_host}",
                 f"--secure-port={ports.apiserver}",
                 f"--tls-cert-file={pki / 'kube-apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'kube-apiserver.key'}",
@@ -550,9 +565,9 @@ class ControlPlane:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
-                # Its advertise address is loopback, which Endpoints validation rejects, so
+                # A loopback advertise address is rejected by Endpoints validation, so there
                 # the "kubernetes" Service endpoint reconciler would only log errors.
-                "--endpoint-reconciler-type=none",
+                *(["--endpoint-reconciler-type=none"] if self.api_host.startswith("127.") else []),
                 "--allow-privileged=true",
                 f"--requestheader-client-ca-file={pki / 'front-proxy' / 'ca.crt'}",
                 "--requestheader-allowed-names=front-proxy-client",
@@ -582,7 +597,7 @@ class ControlPlane:
                 # The node lifecycle controller would mark kubelet-less nodes NotReady /
                 # unreachable (and taint them) after its grace period; API-only nodes stay
                 # as create_node() registered them.
-                "--controllers=*,-node-lifecycle-controller",
+                "--controllers=*" if self.node_lifecycle_controller else "--controllers=*,-node-lifecycle-controller",
                 "--use-service-account-credentials=true",
                 f"--service-account-private-key-file={pki / 'sa.key'}",
                 f"--root-ca-file={self.ca.cert_file}",
@@ -624,7 +639,8 @@ class ControlPlane:
             "kube-scheduler": self.ports.scheduler,
         }[name]
         path = "/readyz" if name == "kube-apiserver" else "/healthz"
-        status, body = https_get(f"https://127.0.0.1:{port}{path}", self._ssl_context())
+        host = self.api_host if name == "kube-apiserver" else "127.0.0.1"
+        status, body = https_get(f"https://{host}:{port}{path}", self._ssl_context())
         return status == 200 and body.strip() == "ok", f"HTTP {status}: {body.strip()[-500:]}"
 
     def _wait_default_service_account(self) -> None:

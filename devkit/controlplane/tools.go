@@ -1,11 +1,14 @@
 //go:build tools
 
-// Package tools pins the control-plane commands built by build.sh.
+// Package tools pins the Kubernetes commands built by build.sh (the control plane)
+// and by devkit/nodes/build.sh (kubelet, kube-proxy).
 package tools
 
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )

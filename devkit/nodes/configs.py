@@ -1,0 +1,295 @@
+"""Configuration files of a node's containerd, CNI network, kubelet and kube-proxy.
+
+Every path a component would otherwise take from its defaults (``/var/lib/...``, ``/run/...``,
+``/etc/cni/net.d``) is set to the node's own directory, so two nodes on one machine share
+nothing but the kernel.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+#: The kube-proxy mode: nftables is GA since 1.33; this kernel has nf_tables and NAT built in.
+PROXY_MODE = "nftables"
+
+
+@dataclass(frozen=True)
+class NodePaths:
+    """A node's directories and sockets, all under ``root``."""
+
+    root: Path
+
+    @property
+    def containerd_root(self) -> Path:
+        return self.root / "containerd" / "root"
+
+    @property
+    def containerd_state(self) -> Path:
+        return self.root / "containerd" / "state"
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.root / "containerd" / "containerd.sock"
+
+    @property
+    def containerd_config(self) -> Path:
+        return self.root / "containerd" / "config.toml"
+
+    @property
+    def runc_root(self) -> Path:
+        return self.root / "containerd" / "runc"
+
+    @property
+    def cni_conf_dir(self) -> Path:
+        return self.root / "cni" / "net.d"
+
+    @property
+    def cni_ipam_dir(self) -> Path:
+        return self.root / "cni" / "ipam"
+
+    @property
+    def kubelet_root(self) -> Path:
+        return self.root / "kubelet"
+
+    @property
+    def kubelet_config(self) -> Path:
+        return self.root / "kubelet-config.yaml"
+
+    @property
+    def pod_logs(self) -> Path:
+        return self.root / "pod-logs"
+
+    @property
+    def resolv_conf(self) -> Path:
+        return self.root / "resolv.conf"
+
+    @property
+    def kube_proxy_config(self) -> Path:
+        return self.root / "kube-proxy-config.yaml"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def make(self) -> None:
+        for d in (
+            self.containerd_root,
+            self.containerd_state,
+            self.runc_root,
+            self.cni_conf_dir,
+            self.cni_ipam_dir,
+            self.kubelet_root,
+            self.pod_logs,
+            self.logs,
+        ):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+def _toml_str(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+def containerd_config(paths: NodePaths, runc: Path, cni_bin_dir: Path, sandbox_image: str) -> str:
+    """containerd 2.4 (config version 4) with only the CRI, a runc shim and overlayfs.
+
+    Plugins that use fixed host-wide paths (NRI's socket, the opt directory) are disabled, as
+    are snapshotters that need tools or devices this machine lacks. Network namespaces of pods
+    are mounted under the node's state directory, not in the host's ``/run/netns``.
+    """
+    disabled = [
+        "io.containerd.nri.v1.nri",
+        "io.containerd.internal.v1.opt",
+        "io.containerd.snapshotter.v1.btrfs",
+        "io.containerd.snapshotter.v1.zfs",
+        "io.containerd.snapshotter.v1.devmapper",
+        "io.containerd.snapshotter.v1.blockfile",
+        "io.containerd.snapshotter.v1.erofs",
+        "io.containerd.differ.v1.erofs",
+        "io.containerd.mount-handler.v1.erofs",
+        "io.containerd.image-verifier.v1.bindir",
+        "io.containerd.tracing.processor.v1.otlp",
+        "io.containerd.internal.v1.tracing",
+    ]
+    q = _toml_str
+    return f"""\
+version = 4
+root = {q(str(paths.containerd_root))}
+state = {q(str(paths.containerd_state))}
+imports = []
+disabled_plugins = [{", ".join(q(p) for p in disabled)}]
+
+[plugins.'io.containerd.server.v1.grpc']
+  address = {q(str(paths.containerd_socket))}
+
+[plugins.'io.containerd.server.v1.ttrpc']
+  address = {q(str(paths.containerd_socket) + ".ttrpc")}
+
+[plugins.'io.containerd.server.v1.debug']
+  address = ""
+
+[plugins.'io.containerd.server.v1.metrics']
+  address = ""
+
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = 'overlayfs'
+
+[plugins.'io.containerd.cri.v1.images'.pinned_images]
+  sandbox = {q(sandbox_image)}
+
+[plugins.'io.containerd.cri.v1.runtime']
+  enable_selinux = false
+  disable_apparmor = true
+  netns_mounts_under_state_dir = true
+  # Lowering oom_score_adj needs CAP_SYS_RESOURCE, which a sandboxed root may lack (as on the
+  # test machines): keep sandboxes and containers at or above containerd's own score.
+  restrict_oom_score_adj = true
+  cdi_spec_dirs = []
+
+[plugins.'io.containerd.cri.v1.runtime'.containerd]
+  default_runtime_name = 'runc'
+
+[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+  runtime_type = 'io.containerd.runc.v2'
+
+[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+  BinaryName = {q(str(runc))}
+  Root = {q(str(paths.runc_root))}
+  SystemdCgroup = false
+
+[plugins.'io.containerd.cri.v1.runtime'.cni]
+  bin_dirs = [{q(str(cni_bin_dir))}]
+  conf_dir = {q(str(paths.cni_conf_dir))}
+
+[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_address = '127.0.0.1'
+  stream_server_port = '0'
+"""
+
+
+def cni_conflist(paths: NodePaths, pod_cidr: str) -> str:
+    """Debian's plugins: a ``cni0`` bridge as the pods' gateway, host-local IPAM, portmap.
+
+    No masquerading: pod addresses are routed (the host routes each node's pod CIDR).
+    """
+    conf = {
+        "cniVersion": "1.0.0",
+        "name": "trustgate",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": "cni0",
+                "isGateway": True,
+                "ipMasq": False,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": pod_cidr}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": str(paths.cni_ipam_dir),
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }
+    return json.dumps(conf, indent=2) + "\n"
+
+
+@dataclass(frozen=True)
+class KubeletSettings:
+    """What differs between nodes in their KubeletConfiguration."""
+
+    node_ip: str
+    pod_cidr: str
+    cgroup_root: str
+    ca_file: Path
+    tls_cert_file: Path
+    tls_key_file: Path
+
+
+def kubelet_config(paths: NodePaths, s: KubeletSettings) -> str:
+    """A KubeletConfiguration for a cgroup v1 host without systemd.
+
+    Authentication is by client certificates of the cluster CA (the apiserver's kubelet
+    client certificate) with authorization by SubjectAccessReview, as kubeadm sets it up;
+    the read-only port is off. The serving certificate is issued by the cluster CA so the
+    apiserver can verify it.
+    """
+    cfg = {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "failCgroupV1": False,
+        "cgroupDriver": "cgroupfs",
+        "cgroupRoot": s.cgroup_root,
+        "cgroupsPerQOS": True,
+        "enforceNodeAllocatable": ["pods"],
+        "address": s.node_ip,
+        "port": 10250,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": 10248,
+        "tlsCertFile": str(s.tls_cert_file),
+        "tlsPrivateKeyFile": str(s.tls_key_file),
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": str(s.ca_file)},
+        },
+        "authorization": {"mode": "Webhook"},
+        "containerRuntimeEndpoint": f"unix://{paths.containerd_socket}",
+        "imageServiceEndpoint": f"unix://{paths.containerd_socket}",
+        "podLogsDir": str(paths.pod_logs),
+        "podCIDR": s.pod_cidr,
+        "resolvConf": str(paths.resolv_conf),
+        "clusterDomain": "cluster.local",
+        "failSwapOn": False,
+        "serializeImagePulls": False,
+        "registerNode": True,
+        "nodeStatusUpdateFrequency": "10s",
+        "syncFrequency": "10s",
+        "fileCheckFrequency": "10s",
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+        "localStorageCapacityIsolation": True,
+        "maxPods": 110,
+        "protectKernelDefaults": False,
+    }
+    return yaml.safe_dump(cfg, sort_keys=False)
+
+
+def kube_proxy_config(
+    kubeconfig: Path, hostname: str, bind_address: str, cluster_cidr: str, node_port_addresses: list[str]
+) -> str:
+    """kube-proxy in nftables mode that leaves the machine-wide conntrack sysctls alone.
+
+    ``conntrack.maxPerCore: 0`` and zero timeouts mean "do not change": a kube-proxy in a node
+    namespace may not set ``nf_conntrack_max`` at all, and the one on the host should not.
+    """
+    cfg = {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "mode": PROXY_MODE,
+        "clientConnection": {"kubeconfig": str(kubeconfig)},
+        "hostnameOverride": hostname,
+        "bindAddress": bind_address,
+        "healthzBindAddress": f"{bind_address}:10256",
+        "metricsBindAddress": f"{bind_address}:10249",
+        "clusterCIDR": cluster_cidr,
+        "detectLocalMode": "ClusterCIDR",
+        "nodePortAddresses": node_port_addresses,
+        "conntrack": {
+            "maxPerCore": 0,
+            "min": 0,
+            "tcpEstablishedTimeout": "0s",
+            "tcpCloseWaitTimeout": "0s",
+            "udpTimeout": "0s",
+            "udpStreamTimeout": "0s",
+        },
+        "syncPeriod": "30s",
+        "minSyncPeriod": "0s",
+    }
+    return yaml.safe_dump(cfg, sort_keys=False)

@@ -1,0 +1,124 @@
+"""A whole cluster of real nodes: host network, control plane, host kube-proxy, worker nodes.
+
+Brought up in that order and torn down in reverse, every step attempted even when an earlier
+one fails, so the end-to-end tests and ``python -m devkit.nodes`` clean up the same way. The
+control plane is ``devkit.controlplane``'s ``ControlPlane``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devkit.nodes.cluster_access import apiserver_args, controller_manager_args
+from devkit.nodes.hostproxy import HostProxy
+from devkit.nodes.kit import NodeKit
+from devkit.nodes.namespaces import Identity
+from devkit.nodes.network import HostNetwork
+from devkit.nodes.node import WorkerNode
+from devkit.nodes.procs import NodeError
+
+
+@dataclass
+class NodeStack:
+    """``node_names`` real nodes on a fresh control plane in ``workdir``.
+
+    Nodes get ``identities`` where given and random ones otherwise. ``mixed_with_api_only_nodes``
+    stretches the node lifecycle controller's grace period so API-only nodes created with
+    ``cp.create_node`` stay Ready beside the real ones (see ``controller_manager_args``).
+    """
+
+    workdir: Path
+    node_names: Sequence[str]
+    kit: NodeKit
+    bin_dir: Path | None = None
+    scheduler_config: str | None = None
+    identities: dict[str, Identity] = field(default_factory=dict)
+    node_labels: Mapping[str, str] = field(default_factory=dict)
+    mixed_with_api_only_nodes: bool = True
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir).resolve()
+        self.net = HostNetwork()
+        self.nodes: dict[str, WorkerNode] = {}
+        self.cp: Any = None  # a controlplane.cluster.ControlPlane once up
+        self.proxy: HostProxy | None = None
+        self._started: list[Any] = []
+        for name in self.node_names:
+            self.identities.setdefault(name, Identity(str(uuid.uuid4()), str(uuid.uuid4())))
+
+    def up(self, after_control_plane: Callable[[Any], object] | None = None) -> NodeStack:
+        """Bring everything up; ``after_control_plane(cp)`` runs before the nodes start (e.g.
+        to create API-only nodes). On failure, what was started is stopped and the error raised."""
+        from devkit.controlplane.controlplane import SERVICE_CLUSTER_IP_RANGE, ControlPlane
+
+        self.net.service_cidr = SERVICE_CLUSTER_IP_RANGE
+        try:
+            self._started.append(self.net.up())
+            cp = ControlPlane(
+                self.workdir / "cp",
+                scheduler_config=self.scheduler_config,
+                bin_dir=self.bin_dir,
+                bind_address=self.net.gateway,
+                node_lifecycle_controller=True,
+            )
+            cp.extra_args = {
+                "kube-apiserver": apiserver_args(cp),
+                "kube-controller-manager": controller_manager_args(self.mixed_with_api_only_nodes),
+            }
+            t = time.monotonic()
+            self._started.append(cp.start())
+            self.cp = cp
+            self.timings["control_plane_start"] = time.monotonic() - t
+            if after_control_plane is not None:
+                after_control_plane(cp)
+            # Early: it waits 30 s for a Node of its own name, while the nodes come up.
+            self.proxy = HostProxy(cp, self.net, self.kit, self.workdir / "host-proxy").start()
+            self._started.append(self.proxy)
+            self.nodes = {
+                name: WorkerNode(
+                    name, index, self.identities[name], cp, self.net, self.kit, self.workdir / name, self.node_labels
+                )
+                for index, name in enumerate(self.node_names, start=1)
+            }
+            for node in self.nodes.values():
+                node.stop()  # whatever a run killed outright left under these names
+            for node in self.nodes.values():
+                self._started.append(node.start())
+                t = time.monotonic()
+                node.import_image(self.kit.test_image.archive)
+                node.timings["test_image_import"] = time.monotonic() - t
+            self.proxy.wait_synced()
+        except BaseException as error:
+            try:
+                self.down()
+            except NodeError as teardown:
+                error.add_note(f"and then: {teardown}")
+            raise
+        return self
+
+    def down(self) -> None:
+        """Stop everything that was started, in reverse; raise NodeError naming what failed."""
+        errors = []
+        while self._started:
+            thing = self._started.pop()
+            try:
+                if isinstance(thing, HostNetwork):
+                    thing.down()
+                else:
+                    thing.stop()
+            except Exception as e:
+                errors.append(f"{type(thing).__name__}: {e}")
+        if errors:
+            raise NodeError("teardown incomplete: " + "; ".join(errors))
+
+    def __enter__(self) -> NodeStack:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
