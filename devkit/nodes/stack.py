@@ -46,7 +46,7 @@ class NodeStack:
         self.workdir = Path(self.workdir).resolve()
         self.net = HostNetwork()
         self.nodes: dict[str, WorkerNode] = {}
-        self.cp: Any = None  # a controlplane.cluster.ControlPlane once up
+        self.cp: Any = None  # a devkit.controlplane.ControlPlane once up
         self.proxy: HostProxy | None = None
         self._started: list[Any] = []
         for name in self.node_names:
