@@ -27,8 +27,9 @@ from flask import Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from attestation.authority import Authority, Refused, Requester
-from attestation.identity import ClientIdentity, Readers, peer_identity
+from attestation.identity import Readers
 from attestation.ratelimit import RegistrationLimiter
+from trustgate.serving.identity import ClientIdentity, peer_identity
 
 MAX_BODY = 64 * 1024
 UNAUTHENTICATED = Counter(

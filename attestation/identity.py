@@ -27,56 +27,10 @@ refuses a connection without one (401) or with the wrong kind (403).
 
 from __future__ import annotations
 
-import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-
-NODE_PREFIX = "system:node:"
-NODES_GROUP = "system:nodes"
-
-
-@dataclass(frozen=True)
-class ClientIdentity:
-    """The subject of a verified client certificate."""
-
-    common_name: str
-    organizations: tuple[str, ...] = ()
-
-    @property
-    def node(self) -> str | None:
-        """The node a node identity (CN=system:node:NAME, O=system:nodes) stands for; None otherwise."""
-        if NODES_GROUP not in self.organizations or not self.common_name.startswith(NODE_PREFIX):
-            return None
-        return self.common_name.removeprefix(NODE_PREFIX) or None
-
-    def __str__(self) -> str:
-        groups = "".join(f", O={o}" for o in self.organizations)
-        return f"CN={self.common_name}{groups}"
-
-
-def identity_from_der(der: bytes) -> ClientIdentity:
-    subject = x509.load_der_x509_certificate(der).subject
-    names = [str(a.value) for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    if len(names) != 1:  # a subject with several CNs names no one in particular
-        return ClientIdentity("", ())
-    groups = tuple(str(a.value) for a in subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
-    return ClientIdentity(names[0], groups)
-
-
-def peer_identity(environ: Mapping[str, Any]) -> ClientIdentity | None:
-    """The verified client certificate of the request's connection under gunicorn; None without one.
-
-    The listener verifies any certificate a client presents against `--client-ca` during the
-    handshake (a certificate that does not verify ends the connection), so one that is here is valid."""
-    sock = environ.get("gunicorn.socket")
-    if not isinstance(sock, ssl.SSLSocket):
-        return None
-    der = sock.getpeercert(binary_form=True)
-    return identity_from_der(der) if der else None
+from trustgate.serving.identity import ClientIdentity
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ authenticate with client certificates (`--client-ca`, see `attestation.identity`
 
 from __future__ import annotations
 
-import ssl
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -233,7 +232,7 @@ SERVICE = Service(
         # Probes carry no client certificate: the listener asks for one without requiring it, and the
         # app refuses every /v1 call that has none (attestation.identity).
         "serve": Command(
-            AuthoritySettings, app=create, help="run the authority", server={"cert_reqs": ssl.CERT_OPTIONAL}
+            AuthoritySettings, app=create, help="run the authority"
         ),
         "requests": Command(RequestsSettings, run=show_requests, help="list the EKs that asked to be enrolled"),
         "approve": Command(ApproveSettings, run=approve, help="enroll the EK of one of NODE's requests (SHA256)"),

@@ -548,7 +548,7 @@ CPU_COMPONENTS = (
     ("kube-scheduler", "scheduler"),
     ("trustgate-extender", "extender"),
     ("trustgate-webhook", "webhook"),
-    ("trustgate-labeler", "labeler"),
+    ("trustgate-controller", "controller"),
     ("kube-controller-manager", "kcm"),
     ("bench client", "load generator"),
 )

@@ -364,7 +364,7 @@ class BenchStack:
         self.log(f"stack up in {time.monotonic() - started:.0f}s ({self.workdir})")
 
     def down(self) -> None:
-        for service in ("extender", "webhook", "labeler"):
+        for service in ("extender", "webhook", "controller"):
             self.stop_service(service)
         self.stack.down()
 
@@ -570,7 +570,7 @@ class BenchStack:
             pid = self.cp.pid(name)
             if pid is not None:
                 out[name] = (proc_cpu(pid), (pid,))
-        for service in ("extender", "webhook", "labeler"):
+        for service in ("extender", "webhook", "controller"):
             process = self.stack._procs.get(service)
             if process is not None:
                 pids = (process.pid, *children(process.pid))

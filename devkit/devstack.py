@@ -2,15 +2,15 @@
 
 `python -m devkit.devstack up|down|status` (what `make dev-up` / `make dev-down` run), and the
 `DevStack` class the end-to-end tests and the benchmarks share. It uses the manifests of `deploy/` (CRDs, RBAC, the
-scheduler configuration, the ValidatingWebhookConfiguration) adapted only where loopback requires
-it (URLs instead of in-cluster Services), and runs each trustgate service with its own client
-certificate identity, so the RBAC rules are exercised as deployed.
+scheduler configuration, the webhook configurations the controller fills) adapted only where
+loopback requires it (URLs instead of in-cluster Services), runs each trustgate service with its own
+client certificate identity, so the RBAC rules are exercised as deployed, and has kube-apiserver
+authenticate to the webhook with a client certificate (mTLS), as the README's install does.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import json
 import os
@@ -28,19 +28,16 @@ from typing import Any
 import yaml
 
 from devkit.controlplane import ControlPlane, free_ports, recorded_running, stop_recorded
-from devkit.pki import CertKey
+from devkit.pki import CertKey, issue_cert, load_or_create_ca
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 NAMESPACE = "trustgate-system"
 ISSUER = "https://aias.trustgate.dev.local"
-SERVICES = ("extender", "webhook", "labeler")
+SERVICES = ("extender", "webhook", "controller")
 SKEW_SECONDS = 2  # every component of the stack shares this machine's clock
-IDENTITY = {
-    "extender": "system:serviceaccount:trustgate-system:trustgate-extender",
-    "labeler": "system:serviceaccount:trustgate-system:trustgate-extender",
-    "webhook": "system:serviceaccount:trustgate-system:trustgate-webhook",
-}
+IDENTITY = {service: f"system:serviceaccount:{NAMESPACE}:trustgate-{service}" for service in SERVICES}
+CONFIGURATIONS = ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
 
 
 def _bin(name: str) -> str:
@@ -68,8 +65,12 @@ class DevStack:
         self.jwks = self.workdir / "issuer.jwks.json"
         self.audit_log = self.workdir / "audit.jsonl"
         self.services_file = self.workdir / "services.json"
-        self.ports = (
-            self.ports or self._running_ports() or dict(zip(("extender", "webhook"), free_ports(2), strict=True))
+        self.ports = self.ports or self._running_ports() or dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
+        # The API server authenticates to the webhook with a client certificate from a CA of its own
+        # (the webhook trusts that CA only): its AdmissionConfiguration names the kubeconfig per webhook.
+        self.webhook_clients = self.workdir / "webhook-clients"
+        self.cp.extra_args.setdefault("kube-apiserver", []).append(
+            f"--admission-control-config-file={self.workdir / 'admission-configuration.yaml'}"
         )
 
     # --- URLs and files ------------------------------------------------------------------
@@ -96,9 +97,10 @@ class DevStack:
         self.kubectl("apply", "-f", str(DEPLOY / "rbac.yaml"))
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/nodetrustreports.trustgate.dev")
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/trustpolicies.trustgate.dev")
+        self.create_configurations()
         for service in SERVICES:
             self.start_service(service)
-        self._register_webhook()
+        self.wait_configured()
         self._write_endpoints()
         return self
 
@@ -115,7 +117,7 @@ class DevStack:
         )
         self._procs[service] = process
         self._record()
-        if wait and service != "labeler":
+        if wait:
             self.wait_ready(service)
 
     def stop_service(self, service: str, grace: float = 30.0) -> None:
@@ -143,8 +145,6 @@ class DevStack:
             f"--namespace={NAMESPACE}",
             f"--skew={SKEW_SECONDS}",
         ]
-        if service == "labeler":
-            return [_bin("trustgate-labeler"), *common, "--identity=dev-labeler"]
         tls = [
             f"--bind=127.0.0.1:{self.ports[service]}",
             f"--tls-cert={self.workdir / f'{service}.crt'}",
@@ -152,8 +152,12 @@ class DevStack:
         ]
         if service == "extender":  # the settings deploy/ recommends (README, Performance)
             tls += [f"--client-ca={self.ca_file}", "--workers=1", "--threads=4"]
+        elif service == "webhook":
+            tls += [f"--client-ca={self.webhook_clients / 'ca.crt'}", f"--audit-log={self.audit_log}"]
+            tls += ["--workers=3", "--threads=8"]
         else:
-            tls += [f"--audit-log={self.audit_log}", "--workers=3", "--threads=8"]
+            tls += [f"--webhook-ca-bundle={self.ca_file}", f"--webhook-url={self.url('webhook')}"]
+            tls += ["--identity=dev-controller", "--workers=1", "--threads=2"]
         return [_bin(f"trustgate-{service}"), *common, *tls]
 
     def wait_ready(self, service: str, timeout: float = 60.0) -> None:
@@ -215,13 +219,53 @@ class DevStack:
         (self.workdir / "issuer").write_text(ISSUER + "\n")
 
     def _certificates(self) -> None:
-        for service in ("extender", "webhook"):
+        for service in SERVICES:
             issued = self.cp.issue_cert(f"trustgate-{service}", ["127.0.0.1", "localhost"], client=False, server=True)
             self._copy_cert(service, issued)
         scheduler = self.cp.issue_cert("kube-scheduler-extender-client", [], client=True, server=False)
         self._copy_cert("scheduler-client", scheduler)
         for service, user in IDENTITY.items():
             self.cp.issue_kubeconfig(f"trustgate-{service}", user)  # -> <workdir>/trustgate-<service>.kubeconfig
+        self._admission_configuration()
+
+    def _admission_configuration(self) -> None:
+        """kube-apiserver's client certificate for the webhook, and where its AdmissionConfiguration says
+        to use it: for the webhook's host and port, as the API server names a URL webhook's kubeconfig user."""
+        clients = load_or_create_ca(self.webhook_clients, "trustgate-webhook-clients")
+        client = issue_cert(clients, "kube-apiserver", [], client=True, server=False, name="kube-apiserver")
+        kubeconfig = self.workdir / "admission-kubeconfig.yaml"
+        user = f"127.0.0.1:{self.ports['webhook']}"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "users": [
+                        {
+                            "name": user,
+                            "user": {
+                                "client-certificate": str(client.cert_file),
+                                "client-key": str(client.key_file),
+                            },
+                        }
+                    ],
+                }
+            )
+        )
+        plugin = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "WebhookAdmissionConfiguration",
+            "kubeConfigFile": str(kubeconfig),
+        }
+        configuration = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "AdmissionConfiguration",
+            "plugins": [
+                {"name": "ValidatingAdmissionWebhook", "configuration": plugin},
+                {"name": "MutatingAdmissionWebhook", "configuration": plugin},
+            ],
+        }
+        (self.workdir / "admission-configuration.yaml").write_text(yaml.safe_dump(configuration))
 
     def _copy_cert(self, name: str, issued: CertKey) -> None:
         for source, suffix in ((issued.cert_file, "crt"), (issued.key_file, "key")):
@@ -242,17 +286,28 @@ class DevStack:
         }
         return yaml.safe_dump(config)
 
-    def webhook_configuration(self) -> dict[str, Any]:
-        (configuration,) = [
-            d for d in _load_yaml(DEPLOY / "webhook.yaml") if d["kind"] == "ValidatingWebhookConfiguration"
-        ]
-        bundle = base64.b64encode(self.ca_file.read_bytes()).decode()
-        for webhook in configuration["webhooks"]:
-            webhook["clientConfig"] = {"url": f"{self.url('webhook')}/validate", "caBundle": bundle}
-        return configuration
+    def create_configurations(self) -> None:
+        """The two (empty) webhook configurations of deploy/webhook.yaml, which the controller fills."""
+        documents = [d for d in _load_yaml(DEPLOY / "webhook.yaml") if d["kind"].endswith("WebhookConfiguration")]
+        self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": documents}))
 
-    def _register_webhook(self) -> None:
-        self.kubectl("apply", "-f", "-", input=json.dumps(self.webhook_configuration()))
+    def wait_configured(self, timeout: float = 60.0) -> None:
+        """Until the controller has filled the webhook configurations from the policies."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.cp.client().get(
+                "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/trustgate"
+            )
+            if any(w["name"] == "bindings.trustgate.dev" for w in found.get("webhooks") or []):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(
+            f"the controller did not configure the webhooks in {timeout}s:\n{self.log_tail('controller')}"
+        )
+
+    def webhook_names(self) -> list[str]:
+        found = self.cp.client().get("/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/trustgate")
+        return [w["name"] for w in found.get("webhooks") or []]
 
     def _write_endpoints(self) -> None:
         endpoints = {"extender": self.url("extender"), "webhook": self.url("webhook"), "ca": str(self.ca_file)}

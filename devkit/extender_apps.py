@@ -3,7 +3,8 @@
     python -m trustgate.serving.server devkit.extender_apps:create --bind 127.0.0.1:8443 --certfile ... --keyfile ...
 
 `create()` is the real extender app over a fixed two-node cluster (`trusted-1` with a valid report,
-`bare-1` without); each worker builds its own. `instrumented()` is the same plus three test-only
+`bare-1` without); each worker builds its own. `authenticated()` answers decisions only to a client
+certificate (mTLS, as with `--client-ca`). `instrumented()` is `create()` plus three test-only
 routes that the production app does not have:
 
 - `GET /_test/pid`: the worker's pid (which worker answered; recycled or replaced workers);
@@ -24,11 +25,16 @@ from extender.app import create_app
 from trustgate.core.snapshot import Snapshot, StaticCluster
 
 
-def create() -> Flask:
+def create(client_certificates: bool = False) -> Flask:
     issuer = Issuer()
     nodes = [node_object("trusted-1"), node_object("bare-1")]
     snapshot = Snapshot.build(issuer.verifier(), nodes=nodes, reports={"trusted-1": issuer.token("trusted-1")})
-    return create_app(StaticCluster(snapshot))
+    return create_app(StaticCluster(snapshot), client_certificates=client_certificates)
+
+
+def authenticated() -> Flask:
+    """`create()` whose decisions need a client certificate, as `trustgate-extender --client-ca` serves."""
+    return create(client_certificates=True)
 
 
 def instrumented() -> Flask:

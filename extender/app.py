@@ -55,6 +55,7 @@ from extender.wire import (
 )
 from trustgate.core.reasons import Code, Reason
 from trustgate.core.snapshot import ClusterView, Snapshot
+from trustgate.serving.identity import require_client_certificate
 from trustgate.serving.probes import add_probes, cache_not_ready
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     clock: Callable[[], float] = time.time,
     binder: Binder | None = None,
+    client_certificates: bool = False,
 ) -> Flask:
     """The extender's WSGI app over `cluster`. `clock` gives `now` for report expiry (once per request)."""
     app = Flask("trustgate.extender")
@@ -135,6 +137,12 @@ def create_app(
         PlatformCollector(registry=registry)
     metrics = _Metrics(registry, cluster)
     add_probes(app, registry, cache_not_ready(lambda: cluster.snapshot().synced))
+    if client_certificates:  # only kube-scheduler (its client certificate) may ask for decisions
+        require_client_certificate(
+            app,
+            ("/filter", "/prioritize", "/bind"),
+            lambda why: reply(encode_error(Reason(Code.BAD_REQUEST, why)), 401),
+        )
     index = NodeIndex()  # per-node facts kept across requests (see extender.filter)
     recent = RecentPods()  # the pods filtered lately, for their Bind
 

@@ -48,7 +48,11 @@ def create(settings: ExtenderSettings) -> Flask:
     """The app factory gunicorn calls in each worker."""
     api = api_client(settings.kubeconfig)
     cache = ClusterCache(api, settings.verifier(), exempt=settings.exempt).start()
-    app = create_app(cache, binder=lambda namespace, pod, uid, node: bind_pod(api, namespace, pod, uid, node))
+    app = create_app(
+        cache,
+        binder=lambda namespace, pod, uid, node: bind_pod(api, namespace, pod, uid, node),
+        client_certificates=settings.client_ca is not None,
+    )
     tune_gc()
     return app
 

@@ -18,6 +18,7 @@ from trustgate.audit.record import DECISIONS, AuditRecord, format_rfc3339
 from trustgate.audit.sinks import AuditLog
 from trustgate.core.reasons import CODES, Code, Reason, messages
 from trustgate.core.snapshot import ClusterView
+from trustgate.serving.identity import require_client_certificate
 from trustgate.serving.probes import add_probes, cache_not_ready
 from webhook.decide import Decision, Marking, Violation, decide, mark, refuse
 from webhook.review import (
@@ -87,6 +88,7 @@ def create_app(
     audit: AuditLog,
     registry: CollectorRegistry | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    client_certificates: bool = False,
 ) -> Flask:
     """The webhook application: `POST /validate`, `POST /mutate`, `GET /healthz`, `/readyz`, `/metrics`.
 
@@ -100,6 +102,11 @@ def create_app(
 
     def answer(payload: dict[str, Any], status: int = 200) -> Response:
         return Response(dumps(payload), status=status, mimetype=JSON)
+
+    if client_certificates:  # only kube-apiserver (its client certificate) may ask for decisions
+        require_client_certificate(
+            app, ("/validate", "/mutate"), lambda why: answer(_status(401, "Unauthorized", why), 401)
+        )
 
     def bad_request(message: str) -> Response:
         metrics.count("other", "other", "invalid")
@@ -170,18 +177,25 @@ def create_app(
         code = error.code or 500
         if isinstance(error, RequestEntityTooLarge) and request.path == "/validate":
             return bad_request(f"request body larger than {max_body_bytes} bytes")
-        body = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": code}
-        body |= {"reason": error.name.replace(" ", ""), "message": error.description or error.name}
-        return answer(body, code)
+        return answer(_status(code, error.name.replace(" ", ""), error.description or error.name), code)
 
     @app.errorhandler(Exception)
     def internal_error(error: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        body = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 500}
-        body |= {"reason": "InternalError", "message": "trustgate webhook internal error"}
-        return answer(body, 500)
+        return answer(_status(500, "InternalError", "trustgate webhook internal error"), 500)
 
     return app
+
+
+def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Status",
+        "status": "Failure",
+        "code": code,
+        "reason": reason,
+        "message": message,
+    }
 
 
 def _decide_safely(cluster: ClusterView, review: AdmissionRequest) -> Decision:

@@ -35,14 +35,15 @@ def create(settings: WebhookSettings) -> Flask:
     from kubernetes import client
 
     api = api_client(settings.kubeconfig)
-    cache = ClusterCache(api, settings.verifier(), exempt=settings.exempt).start()
+    # Bindings name a pod: the pods not bound yet are watched, so that a Binding is judged without a read.
+    cache = ClusterCache(api, settings.verifier(), watch_pods=True, exempt=settings.exempt).start()
     sinks: list[Sink] = []
     if settings.audit_log:
         sinks.append(JsonLinesSink(settings.audit_log))
     if not settings.no_events:
         sinks.append(EventSink(client.CoreV1Api(api)))
     registry = CollectorRegistry()
-    app = create_app(cache, AuditLog(sinks, registry), registry)
+    app = create_app(cache, AuditLog(sinks, registry), registry, client_certificates=settings.client_ca is not None)
     gc.freeze()  # keep the start-up objects out of full collections (a pause in the request path)
     return app
 

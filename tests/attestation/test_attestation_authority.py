@@ -26,10 +26,11 @@ from attestation import ekcert, tpm
 from attestation.app import create_app
 from attestation.authority import Authority, StaticEnrollment
 from attestation.flavors import LEVEL_PCRS, Flavor, flavors_from_values
-from attestation.identity import ClientIdentity, Readers
+from attestation.identity import Readers
 from devkit.swtpm import LocalCa, SoftwareTpm
 from trustgate.core.keys import KeySet, generate_private_key, key_from_pem
 from trustgate.core.report import LEVELS, NodeIdentity, ReportVerifier, VerifierSettings, decode_unverified
+from trustgate.serving.identity import ClientIdentity
 
 ISSUER = "https://aias.test"
 NODE = "worker-1"

@@ -9,10 +9,11 @@ import pytest
 
 from agent.main import main as agent_main
 from attestation.authority import REQUEST_REFRESH, EnrollmentRequest, StaticEnrollment, merge_request
-from attestation.identity import ClientIdentity, Readers, identity_from_der
+from attestation.identity import Readers
 from attestation.kube import EnrollmentError, KubeEnrollment, check_fingerprint, request_to_object, requests_of
 from attestation.ratelimit import RATE_LIMITED, Rate, RegistrationLimiter
 from trustgate import certificates
+from trustgate.serving.identity import ClientIdentity, identity_from_der
 
 
 def _request(fp: str, at: float, node: str = "n1", uuid: str = "u", requester: str = "r") -> EnrollmentRequest:

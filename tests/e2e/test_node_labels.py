@@ -26,13 +26,13 @@ def labels(stack: DevStack, node: str) -> dict[str, str]:
     return stack.cp.client().get(f"/api/v1/nodes/{node}")["metadata"].get("labels") or {}
 
 
-def test_only_one_label_controller_holds_the_lease(stack: DevStack) -> None:
+def test_only_one_controller_holds_the_lease(stack: DevStack) -> None:
     path = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases"
 
     def holders() -> list[str]:
         return [lease["spec"].get("holderIdentity") for lease in stack.cp.client().get(path)["items"]]
 
-    assert eventually(holders, "the label controller's Lease") == ["dev-labeler"]
+    assert eventually(holders, "the controllers' Lease") == ["dev-controller"]
 
 
 def test_trusted_flips_to_false_at_expiry_without_any_api_event(stack: DevStack, fleet: Fleet) -> None:

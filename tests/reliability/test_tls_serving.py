@@ -357,7 +357,10 @@ def mtls_server(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     directory = tmp_path_factory.mktemp("mtls-server")
     leaf = pki.server
     probe = client_context(pki.ca, pki.client)
-    with Server(directory, leaf.cert_path, leaf.key_path, client_ca=pki.ca.path).start(probe) as running:
+    server = Server(
+        directory, leaf.cert_path, leaf.key_path, factory="devkit.extender_apps:authenticated", client_ca=pki.ca.path
+    )
+    with server.start(probe) as running:
         yield running
 
 
@@ -372,8 +375,15 @@ def test_mtls_accepts_the_schedulers_client_certificate(mtls_server: Server, pki
     assert status == 200 and json.loads(body)["NodeNames"] == ["trusted-1"]
 
 
-@pytest.mark.parametrize("client", ["none", "foreign", "server-only"])
-def test_mtls_refuses_a_client_without_a_valid_client_certificate(mtls_server: Server, pki: Pki, client: str) -> None:
-    leaf = {"none": None, "foreign": pki.foreign_client, "server-only": pki.server_as_client}[client]
+@pytest.mark.parametrize("client", ["foreign", "server-only"])
+def test_mtls_refuses_a_client_with_an_invalid_client_certificate(mtls_server: Server, pki: Pki, client: str) -> None:
+    leaf = {"foreign": pki.foreign_client, "server-only": pki.server_as_client}[client]
     with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException)):
         post_filter(mtls_server, client_context(pki.ca, leaf))
+
+
+def test_mtls_answers_no_decision_without_a_client_certificate_but_serves_probes(mtls_server: Server, pki: Pki) -> None:
+    """Kubelet probes present no certificate: they reach /readyz; a decision needs the scheduler's."""
+    context = client_context(pki.ca, None)
+    assert post_filter(mtls_server, context) == 401
+    assert mtls_server.request(context, "GET", "/readyz")[0] == 200

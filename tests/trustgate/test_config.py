@@ -1,7 +1,7 @@
 """Configuration and key errors: each is a clear message at start and exit code 2, never a server.
 
 `trustgate.settings` is checked directly for every case, and the real entry points
-(`trustgate-extender`, `trustgate-webhook`, `trustgate-labeler`) are run as processes for the
+(`trustgate-extender`, `trustgate-webhook`, `trustgate-controller`) are run as processes for the
 errors an operator meets most: missing or unreadable JWKS, a JWKS with no usable key, an empty
 issuer list, a certificate that does not match its key, missing TLS files. A good configuration
 run the same way does listen (the control: "not listening" means something).
@@ -22,9 +22,8 @@ import pytest
 
 from devkit.pki import issue_cert
 from extender.main import ExtenderSettings
-from labeler.main import LabelerSettings
 from trustgate.core.keys import generate_private_key, jwks_for, private_key_pem
-from trustgate.settings import ConfigError
+from trustgate.settings import ConfigError, TrustSettings
 
 BIN = Path(sys.executable).parent
 ISSUER = "https://aias.example"
@@ -117,9 +116,9 @@ CASES = [
 ]
 
 
-def parse_settings(args: list[str], serving: bool) -> ExtenderSettings | LabelerSettings:
-    """The settings of a serving service (the extender's) or of one that only verifies (the labeler's)."""
-    return (ExtenderSettings if serving else LabelerSettings).parse(args, "trustgate-test")
+def parse_settings(args: list[str], serving: bool) -> TrustSettings:
+    """The settings of a serving service (the extender's), or those that verify reports and nothing else."""
+    return (ExtenderSettings if serving else TrustSettings).parse(args, "trustgate-test")
 
 
 def resolve(files: dict[str, Path], changes: dict[str, str | None], serving: bool) -> dict[str, str | None]:
@@ -173,8 +172,8 @@ def run(program: str, args: list[str]) -> tuple[int, str, str]:
 
 def test_the_entry_points_exit_2_with_the_reason_and_never_serve(files: dict[str, Path]) -> None:
     runs = []
-    for program in ("trustgate-extender", "trustgate-webhook", "trustgate-labeler"):
-        serving = program != "trustgate-labeler"
+    for program in ("trustgate-extender", "trustgate-webhook", "trustgate-controller"):
+        serving = True
         for case in ENTRY_CASES + (SERVING_CASES if serving else []):
             _, _, changes, words = next(c for c in CASES if c[0] == case)
             args = resolve(files, changes, serving)
@@ -186,7 +185,7 @@ def test_the_entry_points_exit_2_with_the_reason_and_never_serve(files: dict[str
         results = list(pool.map(lambda r: run(r[0], r[4]), runs))
     problems = []
     for (program, case, port, words, _), (code, out, err) in zip(runs, results, strict=True):
-        said = err + out  # the labeler prints its reason on stdout, the services on stderr
+        said = err + out
         if code != 2 or f"{program}: " not in said or words not in said:
             problems.append(f"{program} [{case}]: exit {code}, said {said.strip()[-300:]!r}, expected {words!r}")
         if "Listening at" in said or "Booting worker" in said or listening(port):

@@ -21,7 +21,7 @@ from trustgate.core.scope import Endpoint, Scope, image_regex, mutating_webhooks
 from trustgate.core.selectors import parse_label_selector
 
 SCOPE = Scope(exempt=frozenset({"kube-system", "trustgate-system"}), binders=("system:kube-scheduler", "ext"))
-ENDPOINT = Endpoint("trustgate-webhook", "trustgate-system", "Q0E=")
+ENDPOINT = Endpoint("Q0E=")
 NAMESPACES = {
     "default": {"kubernetes.io/metadata.name": "default"},
     "payments": {"kubernetes.io/metadata.name": "payments", "compliance": "pci"},

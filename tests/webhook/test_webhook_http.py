@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -237,3 +238,15 @@ def test_main_refuses_a_bad_configuration(capsys: pytest.CaptureFixture[str], mo
         monkeypatch.delenv(name, raising=False)
     assert webhook_main.main(["--tls-cert", "/nonexistent.crt", "--tls-key", "/nonexistent.key"]) == 2
     assert "trustgate-webhook:" in capsys.readouterr().err
+
+
+def test_with_client_certificates_required_a_caller_without_one_gets_no_decision_and_no_record(
+    issuer: Issuer, audit: AuditLog, audit_path: Path
+) -> None:
+    client = create_app(StaticCluster(snapshot(issuer)), audit, client_certificates=True).test_client()
+    review = pod_create(pod_object(name="x" * 1000, node_selector=TRUST_SELECTOR, node_name=EXPIRED))
+    for path in ("/validate", "/mutate"):
+        answer = client.post(path, json=review)
+        assert answer.status_code == 401 and answer.get_json()["reason"] == "Unauthorized"
+    assert not audit_path.exists()
+    assert client.get("/readyz").status_code == 200  # kubelet probes present no certificate

@@ -54,7 +54,9 @@ def list_objects(api: client.ApiClient, resource: Resource) -> tuple[list[dict[s
     items: list[dict[str, Any]] = []
     token = None
     while True:
-        query: list[tuple[str, Any]] = [("limit", LIST_PAGE)] + ([("continue", token)] if token else [])
+        query: list[tuple[str, Any]] = [*resource.query, ("limit", LIST_PAGE)]
+        if token:
+            query.append(("continue", token))
         try:
             page = json.loads(get_raw(api, resource.path, query, 60).data)
         except ApiException as error:

@@ -27,7 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from trustgate.cluster.api import get_object, get_raw, list_objects
-from trustgate.cluster.resources import NAMESPACES, NODES, PODS, POLICIES, REPORTS, Resource
+from trustgate.cluster.resources import NAMESPACES, NODES, PENDING_PODS, POLICIES, REPORTS, Resource
 from trustgate.core.node import NodeTrust, assess, node_identity, node_labels
 from trustgate.core.policy import TrustPolicy
 from trustgate.core.report import NodeIdentity, ReportVerifier
@@ -107,7 +107,7 @@ class Reflector(threading.Thread):
             response.shutdown()  # unblocks a read in progress in the reflector's thread (urllib3 >= 2.3)
 
     def _get(self, query: list[tuple[str, Any]], timeout: float) -> Any:
-        return get_raw(self.api, self.resource.path, query, timeout)
+        return get_raw(self.api, self.resource.path, [*self.resource.query, *query], timeout)
 
     def _list(self) -> tuple[list[dict[str, Any]], str]:
         return list_objects(self.api, self.resource)
@@ -170,9 +170,10 @@ class ClusterCache(ReadThrough):
         self._pods: dict[tuple[str, str], Mapping[str, Any]] = {}
         self._snapshot: Snapshot | None = None
         self._listeners: list[Callable[[set[str]], None]] = []
+        self._change_listeners: list[Callable[[], None]] = []
         self._synced_kinds: set[str] = set()
         self._disconnected: set[str] = set()  # kinds whose list or watch failed and has not succeeded since
-        resources = [NODES, NAMESPACES, REPORTS, POLICIES] + ([PODS] if watch_pods else [])
+        resources = [NODES, NAMESPACES, REPORTS, POLICIES] + ([PENDING_PODS] if watch_pods else [])
         self.reflectors = [
             Reflector(api, r, self._replacer(r), self._handler(r), self._stopping, self._connection(r))
             for r in resources
@@ -204,6 +205,10 @@ class ClusterCache(ReadThrough):
     def add_listener(self, listener: Callable[[set[str]], None]) -> None:
         """Call `listener(node_names)` after any change that may alter those nodes' trust."""
         self._listeners.append(listener)
+
+    def add_change_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` after any change at all (a new snapshot is due); it must not block."""
+        self._change_listeners.append(listener)
 
     # --- ClusterView ---------------------------------------------------------------------------
 
@@ -280,7 +285,7 @@ class ClusterCache(ReadThrough):
             names = set(self._tokens)
             self._tokens.clear()
         else:
-            {POLICIES: self._policies, NAMESPACES: self._namespaces, PODS: self._pods}[resource].clear()
+            {POLICIES: self._policies, NAMESPACES: self._namespaces, PENDING_PODS: self._pods}[resource].clear()
             return set()
         for name in names:
             self._reassess(name)
@@ -338,6 +343,8 @@ class ClusterCache(ReadThrough):
 
     def _changed(self) -> None:
         self._snapshot = None
+        for listener in self._change_listeners:
+            listener()
 
     def _notify(self, names: set[str]) -> None:
         if names:

@@ -22,6 +22,7 @@ class Resource:
 
     kind: str
     path: str
+    query: tuple[tuple[str, str], ...] = ()  # e.g. a field selector: only these objects are listed and watched
 
     def key(self, obj: Mapping[str, Any]) -> str:
         metadata = obj.get("metadata") or {}
@@ -32,5 +33,8 @@ class Resource:
 NODES = Resource("Node", "/api/v1/nodes")
 NAMESPACES = Resource("Namespace", "/api/v1/namespaces")
 PODS = Resource("Pod", "/api/v1/pods")
+# Pods not bound to a node yet: the only ones a Binding can name. Bound pods leave the selection (a watch
+# reports them DELETED), so a cache of them stays as small as the scheduling queue.
+PENDING_PODS = Resource("Pod", "/api/v1/pods", (("fieldSelector", "spec.nodeName="),))
 REPORTS = Resource("NodeTrustReport", f"/apis/{GROUP_VERSION}/{REPORTS_PLURAL}")
 POLICIES = Resource("TrustPolicy", f"/apis/{GROUP_VERSION}/{POLICIES_PLURAL}")

@@ -68,14 +68,17 @@ TRUST_LABELS = (
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where the API server reaches the webhook."""
+    """Where the API server reaches the webhook: its Service, or a URL (an API server outside the cluster)."""
 
-    service: str
-    namespace: str
     ca_bundle: str  # base64 PEM
+    service: str = "trustgate-webhook"
+    namespace: str = "trustgate-system"
     port: int = 443
+    url: str | None = None
 
     def client_config(self, path: str) -> dict[str, Any]:
+        if self.url is not None:
+            return {"url": self.url.rstrip("/") + path, "caBundle": self.ca_bundle}
         service = {"name": self.service, "namespace": self.namespace, "path": path, "port": self.port}
         return {"service": service, "caBundle": self.ca_bundle}
 

@@ -193,7 +193,8 @@ def gunicorn_settings(
         "certfile": certfile,
         "keyfile": keyfile,
         "ca_certs": client_ca,
-        "cert_reqs": ssl.CERT_REQUIRED if client_ca else ssl.CERT_NONE,
+        # asked for, verified when given, not required: probes present none (see trustgate.serving.identity)
+        "cert_reqs": ssl.CERT_OPTIONAL if client_ca else ssl.CERT_NONE,
         "ciphers": TLS_CIPHERS,
         "ssl_context": tls_context,
         "http_protocols": "h1",

@@ -15,18 +15,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kubernetes import client
-from kubernetes.leaderelection import electionconfig, leaderelection
-from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
-
 from trustgate.cluster.cache import ClusterCache
 from trustgate.core.labels import desired_labels, is_trust_label
 from trustgate.core.node import NodeTrust
 from trustgate.core.policy import ALL_LEVELS
 
 log = logging.getLogger(__name__)
-
-LEASE_NAME = "trustgate-label-controller"
 
 
 def label_patch(trust: NodeTrust, now: float, skew: float) -> dict[str, str | None]:
@@ -131,19 +125,3 @@ class LabelController:
         if due is not None:
             with self._wake:
                 heapq.heappush(self._timers, (due, name))
-
-
-def run_leader_election(controller: LabelController, namespace: str, identity: str, api: client.ApiClient) -> None:
-    """Campaign for the Lease forever; `LeaderElection.run` returns when leadership is lost."""
-    while True:
-        lock = LeaseLock(LEASE_NAME, namespace, identity)
-        lock.api_instance = client.CoordinationV1Api(api)  # the service's client, not the global default
-        election = electionconfig.Config(
-            lock,
-            lease_duration=15,
-            renew_deadline=10,
-            retry_period=2,
-            onstarted_leading=controller.start_leading,
-            onstopped_leading=controller.stop_leading,
-        )
-        leaderelection.LeaderElection(election).run()

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
+from controller.labels import LabelController, label_patch, next_change
 from devkit.factories import Issuer, node_object
-from labeler.controller import LabelController, label_patch, next_change
 from trustgate.core.labels import TRUSTED_LABEL
 from trustgate.core.snapshot import Snapshot
 
