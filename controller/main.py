@@ -43,6 +43,11 @@ class ControllerSettings(TrustSettings, ServingSettings):
     extender_user: str | None = option(
         "the extender's user, whose bindings it checked itself; default: its ServiceAccount in --namespace"
     )
+    check_scheduler_bindings: bool = option(
+        "send kube-scheduler's bindings to the webhook too (while the scheduler runs without the extender)",
+        False,
+        switch=True,
+    )
 
     def check(self) -> None:
         super().check()
@@ -51,7 +56,8 @@ class ControllerSettings(TrustSettings, ServingSettings):
 
     def scope(self) -> Scope:
         extender = self.extender_user or f"system:serviceaccount:{self.namespace}:trustgate-extender"
-        return Scope(exempt=self.exempt, binders=(SCHEDULER, extender))
+        binders = (extender,) if self.check_scheduler_bindings else (SCHEDULER, extender)
+        return Scope(exempt=self.exempt, binders=binders)
 
 
 def create(settings: ControllerSettings) -> Flask:

@@ -74,9 +74,7 @@ class Attested:
         return subprocess.Popen([sys.executable, *argv], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
 
     def cli(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=60
-        )
+        return subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=60)
 
     # --- set-up --------------------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ class DevStack:
     workdir: Path = ROOT / ".dev"
     bin_dir: Path | None = None
     ports: dict[str, int] = field(default_factory=dict)
+    servers: dict[str, str] = field(default_factory=dict)  # per service: reach the API server here instead
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -141,7 +142,7 @@ class DevStack:
         common = [
             f"--issuer={ISSUER}",
             f"--jwks={self.jwks}",
-            f"--kubeconfig={self.workdir / f'trustgate-{service}.kubeconfig'}",
+            f"--kubeconfig={self.service_kubeconfig(service)}",
             f"--namespace={NAMESPACE}",
             f"--skew={SKEW_SECONDS}",
         ]
@@ -159,6 +160,19 @@ class DevStack:
             tls += [f"--webhook-ca-bundle={self.ca_file}", f"--webhook-url={self.url('webhook')}"]
             tls += ["--identity=dev-controller", "--workers=1", "--threads=2"]
         return [_bin(f"trustgate-{service}"), *common, *tls]
+
+    def service_kubeconfig(self, service: str) -> Path:
+        """The service's kubeconfig: its own identity, and the API server at `servers[service]` if set."""
+        path = self.workdir / f"trustgate-{service}.kubeconfig"
+        server = self.servers.get(service)
+        if server is None:
+            return path
+        config = yaml.safe_load(path.read_text())
+        for cluster in config["clusters"]:
+            cluster["cluster"]["server"] = server
+        rerouted = self.workdir / f"trustgate-{service}-rerouted.kubeconfig"
+        rerouted.write_text(yaml.safe_dump(config))
+        return rerouted
 
     def wait_ready(self, service: str, timeout: float = 60.0) -> None:
         context = ssl.create_default_context(cafile=str(self.ca_file))
@@ -305,9 +319,10 @@ class DevStack:
             f"the controller did not configure the webhooks in {timeout}s:\n{self.log_tail('controller')}"
         )
 
-    def webhook_names(self) -> list[str]:
-        found = self.cp.client().get("/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/trustgate")
-        return [w["name"] for w in found.get("webhooks") or []]
+    def webhooks(self, kind: str = "validating") -> list[dict[str, Any]]:
+        """The webhooks of trustgate's `validating` or `mutating` configuration, as the controller wrote them."""
+        path = f"/apis/admissionregistration.k8s.io/v1/{kind}webhookconfigurations/trustgate"
+        return list(self.cp.client().get(path).get("webhooks") or [])
 
     def _write_endpoints(self) -> None:
         endpoints = {"extender": self.url("extender"), "webhook": self.url("webhook"), "ca": str(self.ca_file)}
