@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 
 
 class TcpProxy:
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
+    def __init__(self, target: tuple[str, int], delay: float = 0.0) -> None:
+        self.target, self.delay = target, delay
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._open: set[socket.socket] = set()
@@ -66,6 +67,8 @@ class TcpProxy:
     def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
+                if self.delay:
+                    time.sleep(self.delay)  # a slow link: what it carries arrives late, in order
                 sink.sendall(data)
         for sock in (source, sink):
             with contextlib.suppress(OSError):
