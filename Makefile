@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml devkit/pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]' -e ./devkit
 	touch $(STAMP)
 
-test: $(STAMP) controlplane tpm-tools image-tools
+test: $(STAMP) controlplane tpm-tools image-tools helm
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 

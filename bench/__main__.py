@@ -612,7 +612,7 @@ def _notes(results: dict[str, Any]) -> str:
         "trustgate under gunicorn over TLS, all on this machine; API-only nodes (no kubelet: bound = spec.nodeName "
         "set, seen on a watch). Nodes: 88% valid reports, 2% each of no report, forged signature, expired, copied, "
         "pre-reboot, level failing. Trust pods are selected by a namespace TrustPolicy.",
-        f"- Webhook on the stack: 3 workers x {plan['webhook_threads']} threads (deploy/ has 3 x 8; the pod create "
+        f"- Webhook on the stack: 3 workers x {plan['webhook_threads']} threads (the chart has 3 x 8; the pod create "
         "burst rows compare 3 x 2); extender 1 worker x 4 threads with nodeCacheCapable: true, as deployed. "
         "kube-scheduler client QPS/burst raised to 5000 in every variant (the default 50/100 caps bindings near "
         "50/s and hides any extender cost).",

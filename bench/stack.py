@@ -2,7 +2,7 @@
 
 The stack is `devkit.devstack`'s `DevStack` in a throw-away work directory: etcd,
 kube-apiserver, kube-controller-manager and kube-scheduler built from source, and the trustgate
-extender, webhook and label controller under gunicorn over TLS, with the settings of `deploy/`.
+extender, webhook and label controller under gunicorn over TLS, with the settings of the Helm chart.
 Nodes are API-only (no kubelet): a pod counts as scheduled once `spec.nodeName` is set, which is
 seen on a watch of the pods.
 

@@ -43,6 +43,9 @@ class ControllerSettings(TrustSettings, ServingSettings):
     webhook_service: str = option("the webhook's Service (in --namespace)", "trustgate-webhook")
     webhook_port: int = option("the webhook Service's port", 443, parse=int)
     webhook_url: str | None = option("the webhook's URL instead of its Service (an API server outside the cluster)")
+    webhook_timeout: int = option(
+        "seconds kube-apiserver waits for the webhook (1-30); failurePolicy stays Fail", 3, parse=int
+    )
     extender_user: str | None = option(
         "the extender's user, whose bindings it checked itself; default: its ServiceAccount in --namespace"
     )
@@ -71,11 +74,13 @@ class ControllerSettings(TrustSettings, ServingSettings):
         super().check()
         if self.workers != 1:
             raise ConfigError("the controller runs one worker: one cache, one Lease")
+        if not 1 <= self.webhook_timeout <= 30:
+            raise ConfigError(f"--webhook-timeout must be 1 to 30 seconds, not {self.webhook_timeout}")
 
     def scope(self) -> Scope:
         extender = self.extender_user or f"system:serviceaccount:{self.namespace}:trustgate-extender"
         binders = (extender,) if self.check_scheduler_bindings else (SCHEDULER, extender)
-        return Scope(exempt=self.exempt, binders=binders)
+        return Scope(exempt=self.exempt, binders=binders, timeout_seconds=self.webhook_timeout)
 
 
 def create(settings: ControllerSettings) -> Flask:

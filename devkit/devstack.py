@@ -1,9 +1,9 @@
 """The development stack: the real control plane with trustgate wired in, on 127.0.0.1.
 
 `python -m devkit.devstack up|down|status` (what `make dev-up` / `make dev-down` run), and the
-`DevStack` class the end-to-end tests and the benchmarks share. It uses the manifests of `deploy/` (CRDs, RBAC, the
-scheduler configuration, the webhook configurations the controller fills) adapted only where
-loopback requires it (URLs instead of in-cluster Services), runs each trustgate service with its own
+`DevStack` class the end-to-end tests and the benchmarks share. It installs what the Helm chart renders
+(CRDs, RBAC, the scheduler configuration, the webhook configurations the controller fills) adapted only
+where loopback requires it (URLs instead of in-cluster Services), runs each trustgate service with its own
 client certificate identity, so the RBAC rules are exercised as deployed, and has kube-apiserver
 authenticate to the webhook with a client certificate (mTLS), as the README's install does.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -27,11 +28,11 @@ from typing import Any
 
 import yaml
 
+from devkit import chart
 from devkit.controlplane import ControlPlane, free_ports, recorded_running, stop_recorded
 from devkit.pki import CertKey, issue_cert, load_or_create_ca
 
 ROOT = Path(__file__).resolve().parents[1]
-DEPLOY = ROOT / "deploy"
 NAMESPACE = "trustgate-system"
 ISSUER = "https://aias.trustgate.dev.local"
 SERVICES = ("extender", "webhook", "controller")
@@ -42,10 +43,6 @@ CONFIGURATIONS = ("validatingwebhookconfiguration", "mutatingwebhookconfiguratio
 
 def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
-
-
-def _load_yaml(path: Path) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
 @dataclass
@@ -76,6 +73,11 @@ class DevStack:
 
     # --- URLs and files ------------------------------------------------------------------
 
+    @functools.cached_property
+    def manifests(self) -> list[dict[str, Any]]:
+        """What the chart renders with its defaults (the issuer named), in trustgate's namespace."""
+        return chart.render({"issuer": {"name": ISSUER}}, namespace=NAMESPACE)
+
     @property
     def kubeconfig(self) -> Path:
         return self.cp.kubeconfig
@@ -94,8 +96,9 @@ class DevStack:
         self._certificates()
         self.cp.scheduler_config = self._scheduler_config()
         self.cp.start()
-        self.kubectl("apply", "-f", str(DEPLOY / "crds.yaml"), "-f", str(DEPLOY / "namespace.yaml"))
-        self.kubectl("apply", "-f", str(DEPLOY / "rbac.yaml"))
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+        self.kubectl("apply", "-f", "-", input=chart.as_list([*chart.crds(), namespace]))
+        self.kubectl("apply", "-f", "-", input=chart.as_list(chart.of_kind(self.manifests, *chart.RBAC_KINDS)))
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/nodetrustreports.trustgate.dev")
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/trustpolicies.trustgate.dev")
         self.create_configurations()
@@ -151,7 +154,7 @@ class DevStack:
             f"--tls-cert={self.workdir / f'{service}.crt'}",
             f"--tls-key={self.workdir / f'{service}.key'}",
         ]
-        if service == "extender":  # the settings deploy/ recommends (README, Performance)
+        if service == "extender":  # the chart's settings (README, Performance)
             tls += [f"--client-ca={self.ca_file}", "--workers=1", "--threads=4"]
         elif service == "webhook":
             tls += [f"--client-ca={self.webhook_clients / 'ca.crt'}", f"--audit-log={self.audit_log}"]
@@ -288,7 +291,8 @@ class DevStack:
             target.chmod(0o600)
 
     def _scheduler_config(self) -> str:
-        (config,) = _load_yaml(DEPLOY / "scheduler-config.yaml")
+        (configmap,) = [m for m in self.manifests if m["metadata"]["name"] == "trustgate-scheduler-config"]
+        config = yaml.safe_load(configmap["data"]["kube-scheduler-config.yaml"])
         config["clientConnection"]["kubeconfig"] = str(self.cp.scheduler_kubeconfig)
         config["leaderElection"] = {"leaderElect": False}
         extender = config["extenders"][0]
@@ -301,9 +305,9 @@ class DevStack:
         return yaml.safe_dump(config)
 
     def create_configurations(self) -> None:
-        """The two (empty) webhook configurations of deploy/webhook.yaml, which the controller fills."""
-        documents = [d for d in _load_yaml(DEPLOY / "webhook.yaml") if d["kind"].endswith("WebhookConfiguration")]
-        self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": documents}))
+        """The chart's two (empty) webhook configurations, which the controller fills."""
+        kinds = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+        self.kubectl("apply", "-f", "-", input=chart.as_list(chart.of_kind(self.manifests, *kinds)))
 
     def wait_configured(self, timeout: float = 60.0) -> None:
         """Until the controller has filled the webhook configurations from the policies."""

@@ -156,7 +156,6 @@ def test_audit_log_counts_by_decision_and_reason_code() -> None:
     assert count("audited", "expired") == 0  # pre-declared: the label set is bounded and visible
 
 
-
 # Reading records back
 
 
