@@ -46,6 +46,10 @@ class ControllerSettings(TrustSettings, ServingSettings):
     webhook_timeout: int = option(
         "seconds kube-apiserver waits for the webhook (1-30); failurePolicy stays Fail", 3, parse=int
     )
+    webhook_failure_policy: str = option(
+        "Fail (the default: what the webhook cannot judge is refused) or Ignore (admitted unjudged while it is down)",
+        "Fail",
+    )
     extender_user: str | None = option(
         "the extender's user, whose bindings it checked itself; default: its ServiceAccount in --namespace"
     )
@@ -74,13 +78,20 @@ class ControllerSettings(TrustSettings, ServingSettings):
         super().check()
         if self.workers != 1:
             raise ConfigError("the controller runs one worker: one cache, one Lease")
+        if self.webhook_failure_policy not in ("Fail", "Ignore"):
+            raise ConfigError(f"--webhook-failure-policy must be Fail or Ignore, not {self.webhook_failure_policy!r}")
         if not 1 <= self.webhook_timeout <= 30:
             raise ConfigError(f"--webhook-timeout must be 1 to 30 seconds, not {self.webhook_timeout}")
 
     def scope(self) -> Scope:
         extender = self.extender_user or f"system:serviceaccount:{self.namespace}:trustgate-extender"
         binders = (extender,) if self.check_scheduler_bindings else (SCHEDULER, extender)
-        return Scope(exempt=self.exempt, binders=binders, timeout_seconds=self.webhook_timeout)
+        return Scope(
+            exempt=self.exempt,
+            binders=binders,
+            timeout_seconds=self.webhook_timeout,
+            failure_policy=self.webhook_failure_policy,
+        )
 
 
 def create(settings: ControllerSettings) -> Flask:

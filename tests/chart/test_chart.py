@@ -84,9 +84,20 @@ def test_the_chart_refuses_to_render_without_the_issuer_it_trusts() -> None:
         chart.render({}, namespace=NAMESPACE)
 
 
-def test_the_chart_refuses_an_unknown_certificates_mode() -> None:
-    with pytest.raises(chart.ChartError, match=r"certificates\.mode must be self-managed or cert-manager"):
-        chart.render(ISSUER | {"certificates": {"mode": "manual"}}, namespace=NAMESPACE)
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"certificates": {"mode": "manual"}}, "/certificates/mode': value must be one of 'self-managed'"),
+        ({"webhook": {"failurePolicy": "ignore"}}, "/webhook/failurePolicy': value must be one of 'Fail', 'Ignore'"),
+        ({"webhook": {"timeoutSeconds": 45}}, "/webhook/timeoutSeconds': maximum: got 45, want 30"),
+        ({"webhok": {"replicas": 2}}, "additional properties 'webhok' not allowed"),
+        ({"extender": {"replicas": 0}}, "/extender/replicas': minimum: got 0, want 1"),
+    ],
+)
+def test_the_chart_refuses_values_it_does_not_know_or_that_cannot_work(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(chart.ChartError) as refused:
+        chart.render(ISSUER | values, namespace=NAMESPACE)
+    assert message in str(refused.value)
 
 
 @pytest.mark.parametrize("values", [EVERYTHING, CERT_MANAGER], ids=["self-managed", "cert-manager"])
@@ -171,6 +182,7 @@ def test_the_webhook_service_listens_where_the_controller_points_the_api_server(
 def test_the_webhook_timeout_is_handed_to_the_controller_that_writes_the_configurations() -> None:
     controller = containers(render(ISSUER | {"webhook": {"timeoutSeconds": 5}}))["trustgate-controller"]
     assert "--webhook-timeout=5" in arguments(controller)
+    assert "--webhook-failure-policy=Fail" in arguments(controller)
 
 
 def test_the_installed_webhook_configurations_start_empty_for_the_controller_to_fill() -> None:

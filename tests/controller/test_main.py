@@ -47,3 +47,11 @@ def test_kube_schedulers_bindings_skip_the_webhook_unless_asked(required: list[s
     assert "system:kube-scheduler" in default.binders
     assert "system:kube-scheduler" not in checked.binders
     assert "system:serviceaccount:trustgate-system:trustgate-extender" in checked.binders
+
+
+def test_the_webhooks_fail_closed_unless_the_operator_asks_otherwise(required: list[str]) -> None:
+    assert ControllerSettings.parse(required, prog="trustgate-controller").scope().failure_policy == "Fail"
+    ignore = ControllerSettings.parse([*required, "--webhook-failure-policy=Ignore"], prog="trustgate-controller")
+    assert ignore.scope().failure_policy == "Ignore"
+    with pytest.raises(ConfigError, match="must be Fail or Ignore"):
+        ControllerSettings.parse([*required, "--webhook-failure-policy=ignore"], prog="trustgate-controller")
