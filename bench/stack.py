@@ -42,7 +42,6 @@ from devkit.controlplane import (
     KubeClient,
     create_node,
     find_binaries,
-    https_get,
     port_is_free,
 )
 from devkit.devstack import ISSUER, SERVICES, DevStack
@@ -340,17 +339,12 @@ VARIANTS = {
 
 
 class _Stack(DevStack):
-    """DevStack, optionally with other gunicorn settings for a service (`{"webhook": ["--threads=8"]}`) and
-    with the extender and webhook replaced by their floor (`devkit.floor`, the same flags)."""
+    """DevStack with the extender and webhook replaced by their floor (`devkit.floor`, the same flags)."""
 
-    service_args: dict[str, list[str]]
     floor: bool = False
 
     def service_argv(self, service: str) -> list[str]:
         argv = super().service_argv(service)
-        extra = getattr(self, "service_args", {}).get(service, [])
-        names = {arg.split("=", 1)[0] for arg in extra}
-        argv = [arg for arg in argv if arg.split("=", 1)[0] not in names] + extra
         if self.floor and service in ("extender", "webhook"):
             return [sys.executable, "-m", "devkit.floor", service, *argv[1:]]
         return argv
@@ -364,8 +358,7 @@ class BenchStack:
     service_args: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.stack = _Stack(self.workdir, bin_dir=find_binaries())
-        self.stack.service_args = dict(self.service_args)
+        self.stack = _Stack(self.workdir, bin_dir=find_binaries(), service_args=dict(self.service_args))
         self.cp = self.stack.cp
         self.installed = INSTALLED
 
@@ -507,14 +500,7 @@ class BenchStack:
     def restart_scheduler(self, variant: Variant) -> float:
         """A fresh kube-scheduler with the variant's configuration, ready (caches synced)."""
         started = time.monotonic()
-        text = self.scheduler_config(variant)
-        self.cp.stop_component("kube-scheduler")
-        self.cp.scheduler_config = text
-        self.cp.scheduler_config_file.write_text(text)
-        self.cp.start_component("kube-scheduler")
-        url = f"https://127.0.0.1:{self.cp.ports.scheduler}/readyz"
-        context = self.cp._ssl_context()
-        self._eventually(lambda: https_get(url, context)[0] == 200, "kube-scheduler /readyz", 60)
+        self.stack.use_scheduler_config(self.scheduler_config(variant))
         return time.monotonic() - started
 
     def webhook_calls(self) -> tuple[float, float]:

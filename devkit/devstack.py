@@ -51,6 +51,7 @@ class DevStack:
     bin_dir: Path | None = None
     ports: dict[str, int] = field(default_factory=dict)
     servers: dict[str, str] = field(default_factory=dict)  # per service: reach the API server here instead
+    service_args: dict[str, list[str]] = field(default_factory=dict)  # per service: flags added or replaced
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -162,7 +163,10 @@ class DevStack:
         else:
             tls += [f"--webhook-ca-bundle={self.ca_file}", f"--webhook-url={self.url('webhook')}"]
             tls += ["--identity=dev-controller", "--workers=1", "--threads=2"]
-        return [_bin(f"trustgate-{service}"), *common, *tls]
+        extra = self.service_args.get(service, [])
+        replaced = {arg.split("=", 1)[0] for arg in extra}
+        kept = [arg for arg in [*common, *tls] if arg.split("=", 1)[0] not in replaced]
+        return [_bin(f"trustgate-{service}"), *kept, *extra]
 
     def service_kubeconfig(self, service: str) -> Path:
         """The service's kubeconfig: its own identity, and the API server at `servers[service]` if set."""
@@ -290,19 +294,30 @@ class DevStack:
             target.write_bytes(Path(source).read_bytes())
             target.chmod(0o600)
 
-    def _scheduler_config(self) -> str:
+    def _scheduler_config(self, without_extender: bool = False) -> str:
+        """The chart's kube-scheduler configuration (or its emergency one, without the extender), with this
+        stack's paths and URLs."""
         (configmap,) = [m for m in self.manifests if m["metadata"]["name"] == "trustgate-scheduler-config"]
-        config = yaml.safe_load(configmap["data"]["kube-scheduler-config.yaml"])
+        key = "kube-scheduler-config-without-extender.yaml" if without_extender else "kube-scheduler-config.yaml"
+        config = yaml.safe_load(configmap["data"][key])
         config["clientConnection"]["kubeconfig"] = str(self.cp.scheduler_kubeconfig)
         config["leaderElection"] = {"leaderElect": False}
-        extender = config["extenders"][0]
-        extender["urlPrefix"] = self.url("extender")
-        extender["tlsConfig"] = {
-            "caFile": str(self.ca_file),
-            "certFile": str(self.workdir / "scheduler-client.crt"),
-            "keyFile": str(self.workdir / "scheduler-client.key"),
-        }
+        for extender in config.get("extenders") or []:
+            extender["urlPrefix"] = self.url("extender")
+            extender["tlsConfig"] = {
+                "caFile": str(self.ca_file),
+                "certFile": str(self.workdir / "scheduler-client.crt"),
+                "keyFile": str(self.workdir / "scheduler-client.key"),
+            }
         return yaml.safe_dump(config)
+
+    def use_scheduler_config(self, text: str) -> None:
+        """Restart kube-scheduler with this configuration, as a kubeadm host does when its manifest changes;
+        returns once it is ready."""
+        self.cp.stop_component("kube-scheduler")
+        self.cp.scheduler_config = text
+        self.cp.scheduler_config_file.write_text(text)
+        self.cp.start_component("kube-scheduler")
 
     def create_configurations(self) -> None:
         """The chart's two (empty) webhook configurations, which the controller fills."""

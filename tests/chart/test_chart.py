@@ -172,6 +172,19 @@ def test_kube_schedulers_configuration_reaches_the_extender_service_and_hands_it
     assert extender["ignorable"] is False
 
 
+def test_the_emergency_scheduler_configuration_needs_no_extender_and_ignores_the_trust_resource() -> None:
+    configmap = named(render(ISSUER), "ConfigMap", "trustgate-scheduler-config")
+    config = yaml.safe_load(configmap["data"]["kube-scheduler-config-without-extender.yaml"])
+    assert "extenders" not in config
+    (profile,) = config["profiles"]
+    args = {plugin["name"]: plugin["args"] for plugin in profile["pluginConfig"]}
+    assert args["NodeResourcesFit"]["ignoredResources"] == [TRUST_RESOURCE]
+    (preferred,) = args["NodeAffinity"]["addedAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert preferred["preference"]["matchExpressions"] == [
+        {"key": "trustgate.dev/trusted", "operator": "In", "values": ["true"]}
+    ]
+
+
 def test_the_webhook_service_listens_where_the_controller_points_the_api_server() -> None:
     objects = render(ISSUER)
     (port,) = named(objects, "Service", "trustgate-webhook")["spec"]["ports"]
