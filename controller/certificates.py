@@ -58,15 +58,25 @@ def service_names(service: str, namespace: str) -> tuple[str, ...]:
     return (service, f"{service}.{namespace}", f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local")
 
 
-def needs_renewal(cert: x509.Certificate, now: dt.datetime) -> bool:
-    """A certificate is renewed once two thirds of its lifetime have passed."""
-    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
-    return now >= cert.not_valid_after_utc - lifetime / 3
+#: How much longer than configured a certificate may stay valid before it is re-issued (helm's whole days).
+LONGER_THAN_CONFIGURED = dt.timedelta(minutes=1)
 
 
-def renewal_time(cert: x509.Certificate) -> dt.datetime:
-    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
-    return cert.not_valid_after_utc - lifetime / 3
+def renewal_time(cert: x509.Certificate, lifetime: dt.timedelta | None = None) -> dt.datetime:
+    """A third of its lifetime before it expires: the configured lifetime, when that is shorter than the
+    certificate's validity (which includes the issuer's backdating of notBefore)."""
+    validity = cert.not_valid_after_utc - cert.not_valid_before_utc
+    if lifetime is not None:
+        validity = min(validity, lifetime)
+    return cert.not_valid_after_utc - validity / 3
+
+
+def needs_renewal(cert: x509.Certificate, now: dt.datetime, lifetime: dt.timedelta | None = None) -> bool:
+    """Due a third of its lifetime before it expires, or at once when it outlives a certificate issued now
+    (the configured lifetime was shortened, or the install could only issue whole days)."""
+    if lifetime is not None and cert.not_valid_after_utc - now > lifetime + LONGER_THAN_CONFIGURED:
+        return True
+    return now >= renewal_time(cert, lifetime)
 
 
 class Certificates:
@@ -136,7 +146,7 @@ class Certificates:
         due = renewal_time(ca.cert)
         for served in self.served:
             leaf = self._leaf(served, ca, previous, bundle, now)
-            due = min(due, renewal_time(leaf.cert))
+            due = min(due, renewal_time(leaf.cert, self.leaf_lifetime))
         return due
 
     def _ca(self, now: dt.datetime) -> tuple[Issued, Issued | None]:
@@ -145,6 +155,8 @@ class Certificates:
         previous = load(data["previous.crt"], data["previous.key"]) if data and "previous.crt" in data else None
         if previous is not None and previous.not_after <= now:
             previous = None
+        # The CA goes by its own validity only: a copy of the bundle made by hand (kube-scheduler's caFile)
+        # must not go stale because a lifetime setting changed.
         if current is None or needs_renewal(current.cert, now):
             if current is not None:
                 log.info("rotating trustgate's CA (the previous one stays trusted until it expires)")
@@ -161,7 +173,8 @@ class Certificates:
         data = self.store.read(served.secret) or {}
         leaf = load(data["tls.crt"], data["tls.key"]) if "tls.crt" in data and "tls.key" in data else None
         trusted = [c.cert for c in (ca, previous) if c is not None]
-        if leaf is None or not any(_verifies(leaf.cert, c) for c in trusted) or needs_renewal(leaf.cert, now):
+        stale = leaf is None or needs_renewal(leaf.cert, now, self.leaf_lifetime)
+        if stale or not any(_verifies(leaf.cert, c) for c in trusted):  # type: ignore[union-attr]
             leaf = issue(ca, served.dns_names[0], served.dns_names, server=True, lifetime=self.leaf_lifetime, now=now)
             log.info("issued the serving certificate %s, valid until %s", served.secret, leaf.not_after)
         elif data.get("ca.crt") == bundle:

@@ -61,7 +61,7 @@ def test_a_ca_and_a_serving_certificate_for_the_services_names_are_issued_when_m
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
     assert "trustgate-webhook.trustgate-system.svc" in names
     assert store.config_maps["trustgate-ca"]["ca.crt"].encode() == store.secrets[WEBHOOK.secret]["ca.crt"]
-    assert due == cert.not_valid_after_utc - (cert.not_valid_after_utc - cert.not_valid_before_utc) / 3
+    assert due == cert.not_valid_after_utc - dt.timedelta(days=9) / 3
 
 
 def test_nothing_is_written_while_everything_is_current() -> None:
@@ -83,6 +83,35 @@ def test_a_serving_certificate_is_renewed_a_third_of_its_lifetime_before_it_expi
     manager.reconcile()
     assert leaf(store).serial_number != first.serial_number
     assert leaf(store).not_valid_after_utc > first.not_valid_after_utc
+
+
+def test_a_lifetime_of_minutes_is_renewed_a_third_before_expiry_despite_the_backdated_start() -> None:
+    """notBefore is backdated 5 minutes for clock skew: a 150-second certificate must not count as 450 s long."""
+    store, clock = Store(), Clock()
+    manager = Certificates(store, [WEBHOOK], leaf_lifetime=dt.timedelta(seconds=150), clock=clock)
+    due = manager.reconcile()
+    first = leaf(store)
+    assert due == first.not_valid_after_utc - dt.timedelta(seconds=50) == T0 + dt.timedelta(seconds=100)
+    writes = store.writes
+    clock.now += dt.timedelta(seconds=99)
+    manager.reconcile()
+    assert store.writes == writes
+    clock.now += dt.timedelta(seconds=2)
+    manager.reconcile()
+    assert leaf(store).serial_number != first.serial_number
+
+
+def test_a_certificate_valid_longer_than_the_configured_lifetime_is_reissued_at_once() -> None:
+    """The chart issues whole days at install; with a shorter lifetime the controller replaces them at start."""
+    store, clock = Store(), Clock()
+    Certificates(store, [WEBHOOK], leaf_lifetime=dt.timedelta(days=1), clock=clock).reconcile()
+    installed = leaf(store)
+    ca = store.secrets["trustgate-ca"]["tls.crt"]
+    shorter = Certificates(store, [WEBHOOK], leaf_lifetime=dt.timedelta(seconds=150), clock=clock)
+    shorter.reconcile()
+    assert leaf(store).serial_number != installed.serial_number
+    assert leaf(store).not_valid_after_utc == T0 + dt.timedelta(seconds=150)
+    assert store.secrets["trustgate-ca"]["tls.crt"] == ca, "the CA stays: kube-scheduler's copy of it stays valid"
 
 
 def test_a_ca_rotation_keeps_the_previous_ca_trusted_and_the_old_leaf_until_it_is_due() -> None:

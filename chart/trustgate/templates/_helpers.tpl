@@ -79,3 +79,9 @@ trustgate-{{ . }}-tls
 {{- if .Values.attestation.enabled }}{{ $services = append $services "trustgate-attestation" }}{{ end -}}
 {{ join " " $services }}
 {{- end -}}
+
+
+{{/* A lifetime in seconds as the whole days helm's genCA and genSignedCert take: rounded up, at least one. */}}
+{{- define "trustgate.days" -}}
+{{ max 1 (div (add . 86399) 86400) }}
+{{- end -}}
