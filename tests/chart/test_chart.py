@@ -92,6 +92,10 @@ def test_the_chart_refuses_to_render_without_the_issuer_it_trusts() -> None:
         ({"webhook": {"timeoutSeconds": 45}}, "/webhook/timeoutSeconds': maximum: got 45, want 30"),
         ({"webhok": {"replicas": 2}}, "additional properties 'webhok' not allowed"),
         ({"extender": {"replicas": 0}}, "/extender/replicas': minimum: got 0, want 1"),
+        (
+            {"certificates": {"certificateLifetimeSeconds": 30}},
+            "/certificates/certificateLifetimeSeconds': minimum: got 30, want 60",
+        ),
     ],
 )
 def test_the_chart_refuses_values_it_does_not_know_or_that_cannot_work(values: dict[str, Any], message: str) -> None:
@@ -228,6 +232,22 @@ def test_self_managed_certificates_cover_every_service_name_and_the_controller_k
     Certificates(store, served, clock=lambda: dt.datetime.now(dt.UTC)).reconcile()
     assert store.writes == 0, "the controller re-issued what the chart installed"
     assert store.config_maps["trustgate-ca"]["ca.crt"].encode() == secrets["trustgate-ca"]["tls.crt"]
+
+
+def test_a_lifetime_of_minutes_installs_certificates_of_a_day_which_the_controller_shortens_at_once() -> None:
+    """helm issues whole days: never a certificate that expires as it is issued."""
+    objects = render(ISSUER | {"certificates": {"certificateLifetimeSeconds": 150}})
+    secrets = _tls_secrets(objects)
+    leaf = x509.load_pem_x509_certificate(secrets["trustgate-webhook-tls"]["tls.crt"])
+    assert leaf.not_valid_after_utc - leaf.not_valid_before_utc == dt.timedelta(days=1)
+    store = Store()
+    store.secrets = secrets
+    served = [Served("trustgate-webhook-tls", service_names("trustgate-webhook", NAMESPACE))]
+    Certificates(store, served, leaf_lifetime=dt.timedelta(seconds=150)).reconcile()
+    renewed = x509.load_pem_x509_certificate(store.secrets["trustgate-webhook-tls"]["tls.crt"])
+    assert renewed.serial_number != leaf.serial_number
+    assert renewed.not_valid_after_utc - dt.datetime.now(dt.UTC) <= dt.timedelta(seconds=150)
+    assert store.secrets["trustgate-ca"] == secrets["trustgate-ca"]
 
 
 def test_with_cert_manager_the_chart_requests_certificates_and_the_controller_touches_no_secret() -> None:
