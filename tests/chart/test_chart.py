@@ -124,6 +124,21 @@ def test_the_agent_is_told_what_it_needs_to_run() -> None:
     assert env(agent)["TRUSTGATE_AUTHORITY"] == f"https://trustgate-attestation.{NAMESPACE}.svc:8443"
 
 
+def test_the_agent_takes_a_tcti_with_commas_and_resolves_services_on_the_host_network() -> None:
+    tcti = "swtpm:host=127.0.0.1,port=2321"
+    values = EVERYTHING | {"agent": {"enabled": True, "tcti": tcti, "tpmDevice": "", "hostNetwork": True}}
+    agent = named(render(values), "DaemonSet", "trustgate-agent")["spec"]["template"]["spec"]
+    assert f"--tcti={tcti}" in agent["containers"][0]["command"]
+    assert agent["hostNetwork"] is True and agent["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert "dnsPolicy" not in named(render(EVERYTHING), "DaemonSet", "trustgate-agent")["spec"]["template"]["spec"]
+
+
+def test_no_trustgate_pod_is_given_service_variables_that_read_as_its_settings() -> None:
+    """Service trustgate-webhook would set TRUSTGATE_WEBHOOK_PORT=tcp://...: the controller's --webhook-port."""
+    for workload in chart.of_kind(render(EVERYTHING), "Deployment", "DaemonSet"):
+        assert workload["spec"]["template"]["spec"]["enableServiceLinks"] is False, workload["metadata"]["name"]
+
+
 def test_every_service_that_verifies_reports_trusts_the_same_issuer_and_exempts_the_same_namespaces() -> None:
     values = ISSUER | {"exemptNamespaces": ["monitoring"]}
     found = containers(render(values))
