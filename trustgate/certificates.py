@@ -75,9 +75,7 @@ def new_ca(
         .add_extension(_key_usage(cert_sign=cert_sign), critical=True)
     )
     if issuer is not None:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False
-        )
+        builder = builder.add_extension(_authority_key_identifier(issuer), critical=False)
     return _sign(builder, key, issuer.key if issuer is not None else key)
 
 
@@ -112,13 +110,21 @@ def issue(
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     )
     if ca is not None:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
-        )
+        builder = builder.add_extension(_authority_key_identifier(ca), critical=False)
     general = general_names(sans)
     if general:
         builder = builder.add_extension(x509.SubjectAlternativeName(general), critical=False)
     return _sign(builder, key, ca.key if ca is not None else key)
+
+
+def _authority_key_identifier(ca: Issued) -> x509.AuthorityKeyIdentifier:
+    """The CA's own subject key identifier, which verifiers match: CAs made elsewhere (helm's genCA) do
+    not derive it from the public key as this module does."""
+    try:
+        ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key())
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 
 def general_names(sans: Iterable[str]) -> list[x509.GeneralName]:

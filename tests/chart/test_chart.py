@@ -10,6 +10,8 @@ import base64
 import datetime as dt
 import functools
 import json
+import subprocess
+import tempfile
 from typing import Any
 
 import pytest
@@ -261,8 +263,20 @@ def test_a_lifetime_of_minutes_installs_certificates_of_a_day_which_the_controll
     Certificates(store, served, leaf_lifetime=dt.timedelta(seconds=150)).reconcile()
     renewed = x509.load_pem_x509_certificate(store.secrets["trustgate-webhook-tls"]["tls.crt"])
     assert renewed.serial_number != leaf.serial_number
+    assert_openssl_verifies(store.secrets["trustgate-webhook-tls"]["tls.crt"], secrets["trustgate-ca"]["tls.crt"])
     assert renewed.not_valid_after_utc - dt.datetime.now(dt.UTC) <= dt.timedelta(seconds=150)
     assert store.secrets["trustgate-ca"] == secrets["trustgate-ca"]
+
+
+def assert_openssl_verifies(chain: bytes, ca: bytes) -> None:
+    """As OpenSSL clients (the agent, python) do: the leaf's authority key id must match the CA's own."""
+    with tempfile.NamedTemporaryFile() as file:
+        file.write(chain)
+        file.flush()
+        verified = subprocess.run(
+            ["openssl", "verify", "-CAfile", "/dev/stdin", file.name], input=ca, capture_output=True
+        )
+    assert verified.returncode == 0, (verified.stdout + verified.stderr).decode()
 
 
 def test_with_cert_manager_the_chart_requests_certificates_and_the_controller_touches_no_secret() -> None:
