@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -29,9 +30,16 @@ FORWARD_KEY = "net/ipv4/ip_forward"
 FORWARD_SYSCTL = Path("/proc/sys", FORWARD_KEY)
 GUARD_TABLE = "trustgate-nodes"
 NETNS_DIR = Path("/run/netns")
+
+
+def host_netns_id() -> str:
+    """This process's network namespace (its inode): the host of the nodes, its sysctls and its bridge."""
+    return os.readlink("/proc/self/ns/net").split("[", 1)[1].rstrip("]")
+
+
 #: The host as it was before the first node (sysctls, directories that did not exist), kept
 #: until down() has put it back, so a run killed outright leaves the originals to the next one.
-SAVED_STATE = Path("/run/trustgate-nodes-host-state.json")
+SAVED_STATE = Path(f"/run/trustgate-nodes-host-state-{host_netns_id()}.json")
 #: Machine-wide sysctls every kubelet sets at start (its "kernel tunables"); set back by down().
 KUBELET_SYSCTLS = (
     "vm/overcommit_memory",
@@ -96,7 +104,7 @@ class HostNetwork:
 
     def up(self) -> HostNetwork:
         """Create the bridge, turn on forwarding, install the guard table. Idempotent."""
-        if not _link_exists(self.bridge):
+        if not link_exists(self.bridge):
             run(["ip", "link", "add", self.bridge, "type", "bridge"], "creating the node bridge")
         addr = f"{self.gateway}/{self.prefix_len}"
         if addr not in run(["ip", "-o", "-4", "addr", "show", "dev", self.bridge]):
@@ -136,15 +144,18 @@ class HostNetwork:
             except NodeError as e:
                 errors.append(str(e))
         self._up = False
-        if _link_exists(self.bridge):
+        if link_exists(self.bridge):
             errors.append(f"bridge {self.bridge} is still there")
         state = _load_state()
         if state is not None:
             for key, value in state["sysctls"].items():
                 Path("/proc/sys", key).write_text(value + "\n")
+            in_use = mount_points_elsewhere()
             for d in map(Path, reversed(state["made_dirs"])):
                 if d == NETNS_DIR and d.is_dir() and not any(d.iterdir()):
                     run(["umount", str(d)], check=False)  # ip netns makes it a shared mount point
+                if str(d) in in_use:
+                    continue  # another stack's nodes (in a network namespace of their own) have it mounted
                 try:
                     d.rmdir()
                 except FileNotFoundError:
@@ -209,10 +220,26 @@ table inet {GUARD_TABLE} {{
         # Deleting the namespace deletes the veth pair too, a moment later (asynchronously).
         run(["ip", "link", "del", node.host_veth], check=False)
         deadline = time.monotonic() + 10
-        while _link_exists(node.host_veth):
+        while link_exists(node.host_veth):
             if time.monotonic() > deadline:
                 raise NodeError(f"{node.host_veth} of {node.name} is still there 10 s after its namespace was deleted")
             time.sleep(0.05)
+
+
+def mount_points_elsewhere() -> set[str]:
+    """Mount points in the mount namespaces of other processes: removing one would detach it there."""
+    own = os.readlink("/proc/self/ns/mnt")
+    seen, found = {own}, set()
+    for entry in Path("/proc").iterdir():
+        try:
+            ns = os.readlink(entry / "ns" / "mnt") if entry.name.isdigit() else own
+            if ns in seen:
+                continue
+            seen.add(ns)
+            found |= {line.split()[4] for line in (entry / "mountinfo").read_text().splitlines()}
+        except (OSError, IndexError):
+            continue
+    return found
 
 
 def original_sysctls() -> dict[str, str]:
@@ -230,8 +257,10 @@ def _load_state() -> dict[str, Any] | None:
         return None
 
 
-def _link_exists(name: str) -> bool:
-    return Path(f"/sys/class/net/{name}").exists()
+def link_exists(name: str) -> bool:
+    """Asked over netlink: /sys/class/net shows the links of the namespace sysfs was mounted in."""
+    done = subprocess.run(["ip", "-o", "link", "show", "dev", name], capture_output=True, stdin=subprocess.DEVNULL)
+    return done.returncode == 0
 
 
 def _nft(ruleset: str, what: str) -> None:
