@@ -398,6 +398,13 @@ class ControlPlane:
         self.stop_component("kube-apiserver", grace)
         self.start_component("kube-apiserver")
 
+    def reconfigure_scheduler(self, scheduler_config: str) -> None:
+        """Restart kube-scheduler with another KubeSchedulerConfiguration (as kubeadm's static pod is edited)."""
+        self.scheduler_config = scheduler_config
+        self.scheduler_config_file.write_text(self._scheduler_config_text())
+        self.stop_component("kube-scheduler")
+        self.start_component("kube-scheduler")
+
     def wait_ready(self, name: str, timeout: float | None = None) -> None:
         timeout = self.startup_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout

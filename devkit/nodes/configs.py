@@ -208,6 +208,7 @@ class KubeletSettings:
     ca_file: Path
     tls_cert_file: Path
     tls_key_file: Path
+    cluster_dns: tuple[str, ...] = ()  # the stack's DNS for Services (devkit/nodes/dns.py)
 
 
 def kubelet_config(paths: NodePaths, s: KubeletSettings) -> str:
@@ -245,6 +246,7 @@ def kubelet_config(paths: NodePaths, s: KubeletSettings) -> str:
         "podCIDR": s.pod_cidr,
         "resolvConf": str(paths.resolv_conf),
         "clusterDomain": "cluster.local",
+        **({"clusterDNS": list(s.cluster_dns)} if s.cluster_dns else {}),
         "failSwapOn": False,
         "serializeImagePulls": False,
         "registerNode": True,

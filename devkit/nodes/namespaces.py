@@ -32,7 +32,15 @@ DMI_UUID = Path("/sys/class/dmi/id/product_uuid")
 DMI_UUID_DEVICE = Path("/sys/devices/virtual/dmi/id/product_uuid")
 
 #: Fixed paths given a private, per-node directory (created empty on the host if missing).
-PRIVATE_DIRS: tuple[str, ...] = ("/run/containerd", "/var/lib/cni", "/var/log/containers")
+#: /var/lib/kubelet holds the node's pki/kubelet-client-current.pem, where agents on a kubeadm node
+#: find the kubelet's client certificate; /var/lib/trustgate-agent is the trust agent's hostPath state.
+PRIVATE_DIRS: tuple[str, ...] = (
+    "/run/containerd",
+    "/var/lib/cni",
+    "/var/log/containers",
+    "/var/lib/kubelet",
+    "/var/lib/trustgate-agent",
+)
 
 
 @dataclass(frozen=True)

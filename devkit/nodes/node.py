@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from devkit.nodes import cgroups
 from devkit.nodes.cluster_access import ClusterAccess
 from devkit.nodes.configs import (
@@ -39,6 +41,9 @@ from devkit.nodes.kit import NodeKit
 from devkit.nodes.namespaces import Identity, NodeNamespaces
 from devkit.nodes.network import HostNetwork, NodeAddress
 from devkit.nodes.procs import NodeError, Process, kill_pids, pid_alive, run, wait_for
+
+#: Where the kubelet's client certificate is, in the node's mount namespace (namespaces.PRIVATE_DIRS).
+KUBELET_PKI = Path("/var/lib/kubelet/pki")
 
 
 def node_condition(node: Mapping[str, Any], kind: str = "Ready") -> str | None:
@@ -61,6 +66,7 @@ class WorkerNode:
     workdir: Path
     labels: Mapping[str, str] = field(default_factory=dict)
     ready_timeout: float = 120.0
+    cluster_dns: tuple[str, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
     _procs: dict[str, Process] = field(default_factory=dict, repr=False)
     _ns: NodeNamespaces | None = field(default=None, repr=False)
@@ -227,7 +233,7 @@ class WorkerNode:
             organization="system:nodes",
             name=f"{self.name}-kubelet-serving",
         )
-        self.kubeconfig = cp.issue_kubeconfig(self.name, f"system:node:{self.name}", "system:nodes")
+        self.kubeconfig = self._kubelet_kubeconfig()
         p.kubelet_config.write_text(
             kubelet_config(
                 p,
@@ -238,6 +244,7 @@ class WorkerNode:
                     ca_file=cp.ca.cert_file,
                     tls_cert_file=serving.cert_file,
                     tls_key_file=serving.key_file,
+                    cluster_dns=self.cluster_dns,
                 ),
             )
         )
@@ -245,6 +252,43 @@ class WorkerNode:
         p.kube_proxy_config.write_text(
             kube_proxy_config(self.proxy_kubeconfig, self.name, self.ip, self.network.cluster_cidr, [f"{self.ip}/32"])
         )
+
+    def _kubelet_kubeconfig(self) -> Path:
+        """The kubelet's client certificate where kubeadm's kubelet keeps it, and a kubeconfig naming it.
+
+        ``/var/lib/kubelet/pki/kubelet-client-current.pem`` (certificate and key in one file, a symlink
+        to the dated pair, as the kubelet's certificate manager writes it) in the node's namespace: a
+        trust agent on the node presents that identity, CN=system:node:<name>, O=system:nodes.
+        """
+        issued = self.cluster.issue_cert(
+            f"system:node:{self.name}",
+            [],
+            client=True,
+            server=False,
+            organization="system:nodes",
+            name=f"{self.name}-kubelet-client",
+        )
+        pki = self.workdir / "private" / "var-lib-kubelet" / "pki"
+        pki.mkdir(parents=True, exist_ok=True)
+        dated = pki / f"kubelet-client-{time.strftime('%Y-%m-%d-%H-%M-%S')}.pem"
+        dated.write_bytes(Path(issued.cert_file).read_bytes() + Path(issued.key_file).read_bytes())
+        dated.chmod(0o600)
+        current = pki / "kubelet-client-current.pem"
+        current.unlink(missing_ok=True)
+        current.symlink_to(KUBELET_PKI / dated.name)
+        seen = KUBELET_PKI / current.name  # the path in the node's mount namespace
+        cluster = {"server": self.cluster.server, "certificate-authority": str(self.cluster.ca.cert_file)}
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "cluster", "cluster": cluster}],
+            "users": [{"name": "kubelet", "user": {"client-certificate": str(seen), "client-key": str(seen)}}],
+            "contexts": [{"name": "kubelet", "context": {"cluster": "cluster", "user": "kubelet"}}],
+            "current-context": "kubelet",
+        }
+        path = self.workdir / "kubelet.kubeconfig"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)

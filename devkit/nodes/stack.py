@@ -1,8 +1,9 @@
-"""A whole cluster of real nodes: host network, control plane, host kube-proxy, worker nodes.
+"""A whole cluster of real nodes: host network, control plane, cluster DNS, host kube-proxy, worker nodes.
 
 Brought up in that order and torn down in reverse, every step attempted even when an earlier
 one fails, so the end-to-end tests and ``python -m devkit.nodes`` clean up the same way. The
-control plane is ``devkit.controlplane``'s ``ControlPlane``.
+control plane is ``devkit.controlplane``'s ``ControlPlane``. One stack per machine at a time
+(``hostlock``): a second one waits until the first is down.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from devkit.nodes.cluster_access import apiserver_args, controller_manager_args
+from devkit.nodes.dns import ClusterDns
+from devkit.nodes.hostlock import HostLock
 from devkit.nodes.hostproxy import HostProxy
 from devkit.nodes.kit import NodeKit
 from devkit.nodes.namespaces import Identity
@@ -30,6 +33,9 @@ class NodeStack:
     Nodes get ``identities`` where given and random ones otherwise. ``mixed_with_api_only_nodes``
     stretches the node lifecycle controller's grace period so API-only nodes created with
     ``cp.create_node`` stay Ready beside the real ones (see ``controller_manager_args``).
+    ``extra_args`` adds flags per control-plane component (e.g. kube-apiserver's
+    ``--admission-control-config-file``), ``cluster_dns`` serves Service names to the pods
+    (``dns.ClusterDns``).
     """
 
     workdir: Path
@@ -40,6 +46,9 @@ class NodeStack:
     identities: dict[str, Identity] = field(default_factory=dict)
     node_labels: Mapping[str, str] = field(default_factory=dict)
     mixed_with_api_only_nodes: bool = True
+    extra_args: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    cluster_dns: bool = True
+    lock_timeout: float = 3600.0
     timings: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -48,6 +57,7 @@ class NodeStack:
         self.nodes: dict[str, WorkerNode] = {}
         self.cp: Any = None  # a devkit.controlplane.ControlPlane once up
         self.proxy: HostProxy | None = None
+        self.dns: ClusterDns | None = None
         self._started: list[Any] = []
         for name in self.node_names:
             self.identities.setdefault(name, Identity(str(uuid.uuid4()), str(uuid.uuid4())))
@@ -58,6 +68,9 @@ class NodeStack:
         from devkit.controlplane.controlplane import SERVICE_CLUSTER_IP_RANGE, ControlPlane
 
         self.net.service_cidr = SERVICE_CLUSTER_IP_RANGE
+        t = time.monotonic()
+        self._started.append(HostLock(self.kit, str(self.workdir), self.net, self.lock_timeout).acquire())
+        self.timings["waited_for_the_host"] = time.monotonic() - t
         try:
             self._started.append(self.net.up())
             cp = ControlPlane(
@@ -71,18 +84,31 @@ class NodeStack:
                 "kube-apiserver": apiserver_args(cp),
                 "kube-controller-manager": controller_manager_args(self.mixed_with_api_only_nodes),
             }
+            for component, args in self.extra_args.items():
+                cp.extra_args.setdefault(component, []).extend(args)
             t = time.monotonic()
             self._started.append(cp.start())
             self.cp = cp
             self.timings["control_plane_start"] = time.monotonic() - t
             if after_control_plane is not None:
                 after_control_plane(cp)
+            if self.cluster_dns:
+                self.dns = ClusterDns(cp, self.net.gateway).start()
+                self._started.append(self.dns)
             # Early: it waits 30 s for a Node of its own name, while the nodes come up.
             self.proxy = HostProxy(cp, self.net, self.kit, self.workdir / "host-proxy").start()
             self._started.append(self.proxy)
             self.nodes = {
                 name: WorkerNode(
-                    name, index, self.identities[name], cp, self.net, self.kit, self.workdir / name, self.node_labels
+                    name,
+                    index,
+                    self.identities[name],
+                    cp,
+                    self.net,
+                    self.kit,
+                    self.workdir / name,
+                    self.node_labels,
+                    cluster_dns=(self.net.gateway,) if self.cluster_dns else (),
                 )
                 for index, name in enumerate(self.node_names, start=1)
             }
@@ -110,6 +136,8 @@ class NodeStack:
             try:
                 if isinstance(thing, HostNetwork):
                     thing.down()
+                elif isinstance(thing, HostLock):
+                    thing.release()
                 else:
                     thing.stop()
             except Exception as e:
