@@ -11,6 +11,11 @@ creates the EKs (persisted at 0x81010001 RSA and 0x81010016 ECC), and has `swtpm
 certificates (stored in NV 0x01c00002 / 0x01c00016); the local CA's keys are created on first use in
 its `statedir`. Then `swtpm socket --server type=tcp --ctrl type=tcp --flags startup-clear` serves it.
 A restart of the process keeps the TPM state (seeds, NV) but resets the PCRs, like a reboot.
+
+`SoftwareTpm(directory, ca, port=2321, enter=node.enter)` runs it inside a real node's namespaces
+(devkit.nodes), on that node's own loopback: only what runs on the node (its trust agent, with host
+networking) reaches it, as only the node reaches its TPM; `tpm.command(argv)` runs a tpm2-tools
+command there.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,6 +101,7 @@ class SoftwareTpm:
     directory: Path
     ca: LocalCa
     port: int = 0
+    enter: Callable[[list[str]], list[str]] | None = None  # a command as run inside a node
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -134,47 +141,64 @@ class SoftwareTpm:
         self.port = self.port or free_port_pair()
         log = open(self.directory / "swtpm.log", "ab")  # noqa: SIM115 - owned by the child
         self._process = subprocess.Popen(
-            [
-                "swtpm",
-                "socket",
-                "--tpm2",
-                "--server",
-                f"type=tcp,port={self.port},bindaddr=127.0.0.1",
-                "--ctrl",
-                f"type=tcp,port={self.port + 1},bindaddr=127.0.0.1",
-                "--tpmstate",
-                f"dir={self.state}",
-                "--flags",
-                "not-need-init,startup-clear",
-            ],
+            self._where(
+                [
+                    "swtpm",
+                    "socket",
+                    "--tpm2",
+                    "--server",
+                    f"type=tcp,port={self.port},bindaddr=127.0.0.1",
+                    "--ctrl",
+                    f"type=tcp,port={self.port + 1},bindaddr=127.0.0.1",
+                    "--tpmstate",
+                    f"dir={self.state}",
+                    "--flags",
+                    "not-need-init,startup-clear",
+                ]
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         deadline = time.monotonic() + 10
-        while True:
+        while not self._listening():
             if self._process.poll() is not None:
                 raise RuntimeError(f"swtpm exited with {self._process.returncode}; see {self.directory / 'swtpm.log'}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"swtpm did not listen on port {self.port}") from None
-                time.sleep(0.05)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"swtpm did not listen on port {self.port}")
+            time.sleep(0.05)
         self._relax_dictionary_attack_protection()
         return self
+
+    def _where(self, argv: list[str]) -> list[str]:
+        return self.enter(argv) if self.enter is not None else argv
+
+    def _listening(self) -> bool:
+        if self.enter is None:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return True
+            except OSError:
+                return False
+        probe = f"import socket; socket.create_connection(('127.0.0.1', {self.port}), timeout=0.5)"
+        return subprocess.run(self._where(["python3", "-c", probe]), capture_output=True, timeout=30).returncode == 0
+
+    def command(self, argv: Sequence[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """A tpm2-tools command against this TPM (inside its node when it runs in one)."""
+        env = dict(os.environ, TPM2TOOLS_TCTI=self.tcti)
+        return subprocess.run(self._where(list(argv)), env=env, capture_output=True, text=True, timeout=timeout)
 
     def _relax_dictionary_attack_protection(self) -> None:
         """Failed activations (the bad-input tests) count as authorization failures; a test TPM must not
         lock itself out (0x921, "DA lockout mode"). Lockout auth is empty on a fresh swtpm."""
-        env = dict(os.environ, TPM2TOOLS_TCTI=self.tcti)
         for argv in (
             ["tpm2_dictionarylockout", "--clear-lockout"],
             ["tpm2_dictionarylockout", "--setup-parameters", "--max-tries=1000", "--recovery-time=1",
              "--lockout-recovery-time=1"],
         ):  # fmt: skip
-            subprocess.run(argv, env=env, capture_output=True, check=True, timeout=30)
+            done = self.command(argv)
+            if done.returncode != 0:
+                raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
 
     def stop(self) -> None:
         process, self._process = self._process, None
