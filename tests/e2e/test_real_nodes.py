@@ -13,8 +13,6 @@ from __future__ import annotations
 import calendar
 import ipaddress
 import json
-import os
-import shutil
 import subprocess
 import time
 import urllib.request
@@ -27,8 +25,7 @@ from typing import Any, cast
 import pytest
 
 from devkit.controlplane import ControlPlane
-from devkit.nodes import cgroups
-from devkit.nodes.kit import BUILD_HINT, NodeKit, cached_kit, find_kit
+from devkit.nodes.kit import NodeKit
 from devkit.nodes.leftovers import leftovers
 from devkit.nodes.namespaces import Identity
 from devkit.nodes.network import original_sysctls
@@ -37,38 +34,13 @@ from devkit.nodes.procs import tail
 from devkit.nodes.stack import NodeStack
 from devkit.waiting import eventually
 
-from ..prerequisites import in_ci, unavailable
-from .harness import binaries
+from .harness import binaries, node_kit, require_host
 
 pytestmark = pytest.mark.e2e
 
 NODES = ("node-a", "node-b")
 API_ONLY = "api-only"
 NAMESPACE = "default"
-TOOLS = ("ip", "nft", "nsenter", "unshare", "mount")
-
-
-def node_kit() -> NodeKit:
-    """The built node kit; with CI=true a missing or failed build fails, never skips."""
-    if in_ci() or os.environ.get("TRUSTGATE_E2E_BUILD") == "1":
-        try:
-            return find_kit(build=True)
-        except Exception as error:
-            pytest.fail(f"cannot build the node binaries and images ({error}); try: {BUILD_HINT}")
-    kit = cached_kit()
-    if kit is None:
-        unavailable(f"worker node binaries and images are not built; build: {BUILD_HINT}")
-    return kit
-
-
-def require_host() -> None:
-    if os.geteuid() != 0:
-        unavailable("real nodes need root (network namespaces, mounts, cgroups); run the tests as root")
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        unavailable(f"{', '.join(missing)} not installed; apt-get install iproute2 nftables util-linux mount")
-    if not cgroups.is_cgroup_v1():
-        unavailable("the node launcher drives cgroup v1 hosts without systemd; this host's /sys/fs/cgroup is not v1")
 
 
 @dataclass
