@@ -13,8 +13,11 @@ $(STAMP): pyproject.toml devkit/pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]' -e ./devkit
 	touch $(STAMP)
 
-test: $(STAMP) controlplane tpm-tools image-tools helm
+# Everything the end-to-end tests run on, built here: the control plane, the real nodes, the TPM tools,
+# helm and the trustgate image (`make image`; the install tests build their own two tags from the tree).
+test: $(STAMP) controlplane nodes tpm-tools image helm
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
 unit: $(STAMP)
@@ -30,7 +33,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache
 
 # A real control plane (built once from the Go module proxy, cached in ~/.cache/trustgate) with trustgate.
-.PHONY: controlplane tpm-tools dev-up dev-down demo
+.PHONY: controlplane nodes tpm-tools dev-up dev-down demo
 # Debian's swtpm and tpm2-tools: the emulated TPMs of the attestation tests (needs root and apt).
 tpm-tools:
 	bash agent/install-tpm-tools.sh
@@ -38,14 +41,21 @@ tpm-tools:
 controlplane:
 	bash devkit/controlplane/build.sh
 
+# Real worker nodes: kubelet and kube-proxy (after the control plane, which shares their build), containerd,
+# Debian's runc and CNI plugins, the pause and busybox images (cached in ~/.cache/trustgate; needs root).
+nodes: controlplane
+	bash devkit/nodes/build.sh
+
 dev-up: $(STAMP) controlplane
 	$(BIN)/python -m devkit.devstack up
 
 dev-down: $(STAMP)
 	$(BIN)/python -m devkit.devstack down
 
-demo: dev-up
-	$(BIN)/python -m devkit.demo
+# Two real nodes with emulated TPMs, trustgate installed with helm from the image, and its story told on
+# them (needs root); DEMO_KEEP=1 leaves the cluster up until Ctrl-C.
+demo: $(STAMP) controlplane nodes tpm-tools image helm
+	$(BIN)/python -m devkit.demo $(if $(DEMO_KEEP),--keep)
 
 # The trustgate OCI image, built without a container daemon: build/trustgate-image.oci.tar, tagged
 # trustgate:<pyproject's version> or trustgate:$(TAG) (make image TAG=0.1.1). Needs root.
