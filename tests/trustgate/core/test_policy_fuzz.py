@@ -37,7 +37,7 @@ from trustgate.core.reasons import NO_REPORT, UNKNOWN_NODE, Reason
 from trustgate.core.report import LEVELS, ReportVerifier
 from trustgate.core.snapshot import Snapshot, StaticCluster, UnknownNamespace
 
-from .craft import NOW, issuer_for
+from ..craft import NOW, issuer_for
 
 EXAMPLES = int(os.environ.get("TRUSTGATE_FUZZ_EXAMPLES", "10000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
