@@ -52,7 +52,11 @@ def test_the_authoritys_manifest_names_its_settings() -> None:
 
 
 def test_the_authority_may_record_requests_but_not_enroll() -> None:
-    (role,) = [d for d in _documents("attestation.yaml") if d["kind"] == "ClusterRole"]
+    (role,) = [
+        d
+        for d in _documents("attestation.yaml")
+        if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "trustgate:attestation"
+    ]
     verbs = {resource: set(rule["verbs"]) for rule in role["rules"] for resource in rule["resources"]}
     assert verbs["attestedagents"] == {"get", "create"}, "patch or update would let it write spec (the enrollment)"
     assert verbs["attestedagents/status"] == {"get", "update"}
@@ -67,3 +71,16 @@ def test_the_request_limit_fits_the_schema() -> None:
     assert version["subresources"] == {"status": {}}, "the authority writes requests through the status only"
     requests = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["requests"]
     assert requests["maxItems"] == MAX_REQUESTS_STORED >= MAX_REQUESTS_PER_NODE
+
+
+def test_the_key_broker_reads_one_secret_by_name_and_writes_no_trust_object() -> None:
+    documents = _documents("attestation.yaml")
+    (role,) = [d for d in documents if d["kind"] == "Role" and d["metadata"]["name"] == "trustgate:keybroker"]
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["trustgate-image-keys"], "verbs": ["get"]}
+    ]
+    (cluster,) = [d for d in documents if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "trustgate:keybroker"]
+    writes = {
+        r for rule in cluster["rules"] for r in rule["resources"] if set(rule["verbs"]) - {"get", "list", "watch"}
+    }
+    assert writes == {"events"}
