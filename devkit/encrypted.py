@@ -125,7 +125,7 @@ class EncryptedImages:
         kit: NodeKit,
         decoder: Path,
         bin_dir: Path | None,
-        nodes: tuple[str, ...] = ("node-a", "node-b"),
+        nodes: tuple[str, ...] = ("node-1", "node-2"),
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.kit, self.decoder, self.bin_dir, self.names = kit, decoder, bin_dir, nodes
@@ -466,16 +466,22 @@ class EncryptedImages:
             raise AssertionError(f"{error}; events: {self.events(name, namespace)}") from None
         return time.monotonic() - started
 
-    def remove_image(self, node: str, reference: str) -> None:
-        """The image gone from the node (as image GC would): the next pod pulls and decrypts again."""
+    def remove_image(self, node: str, reference: str, diff_id: str | None = None) -> None:
+        """The image gone from the node, unpacked layers included (as image GC leaves it once no container
+        uses them): the next pod pulls and decrypts again. The pods that ran it must be deleted first."""
         worker = self.stack.nodes[node]
-        listed = worker.ctr("images", "ls", "-q")
-        refs = [
-            r for r in listed.split() if r.startswith(reference.split(":")[0].rsplit("@")[0]) or r.startswith("sha256:")
-        ]
+        repository = reference.rsplit("@", 1)[0].rsplit(":", 1)[0]
+        containers = [line.split() for line in worker.ctr("containers", "ls").splitlines()[1:] if line.strip()]
+        users = [row[0] for row in containers if len(row) > 1 and row[1].startswith(repository)]
+        if users:  # exited containers kubelet has not collected yet hold the image's snapshots
+            worker.ctr("containers", "rm", *users)
+        rows = [line.split() for line in worker.ctr("images", "ls").splitlines()[1:] if line.strip()]
+        targets = {row[2] for row in rows if row[0].startswith(repository + ":") or row[0].startswith(repository + "@")}
+        refs = [row[0] for row in rows if row[2] in targets]  # with the image id (sha256:...) CRI adds
         if refs:
             worker.ctr("images", "rm", "--sync", *refs)
-        worker.ctr("content", "prune", "references") if False else None
+        if diff_id is not None:
+            eventually(lambda: diff_id not in self.unpacked_layers(node), f"{reference}'s layer to leave {node}")
 
     def unpacked_layers(self, node: str) -> str:
         """The node's snapshots (a decrypted, unpacked layer shows as its chain id)."""
