@@ -433,8 +433,8 @@ class EncryptedImages:
     def delete_pod(self, name: str, namespace: str = NAMESPACE) -> None:
         from devkit.controlplane import KubeAPIError
 
-        try:
-            self.cp.client().request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}", {"gracePeriodSeconds": 0})
+        try:  # graceful (the pods' 1 s): the object goes once kubelet has stopped its containers
+            self.cp.client().delete(f"/api/v1/namespaces/{namespace}/pods/{name}")
         except KubeAPIError:
             return
 
@@ -473,8 +473,9 @@ class EncryptedImages:
         repository = reference.rsplit("@", 1)[0].rsplit(":", 1)[0]
         containers = [line.split() for line in worker.ctr("containers", "ls").splitlines()[1:] if line.strip()]
         users = [row[0] for row in containers if len(row) > 1 and row[1].startswith(repository)]
-        if users:  # exited containers kubelet has not collected yet hold the image's snapshots
-            worker.ctr("containers", "rm", *users)
+        for container in users:  # exited containers kubelet has not collected yet hold the image's snapshots
+            worker.ctr("tasks", "rm", "-f", container, check=False)
+            worker.ctr("containers", "rm", container)
         rows = [line.split() for line in worker.ctr("images", "ls").splitlines()[1:] if line.strip()]
         targets = {row[2] for row in rows if row[0].startswith(repository + ":") or row[0].startswith(repository + "@")}
         refs = [row[0] for row in rows if row[2] in targets]  # with the image id (sha256:...) CRI adds

@@ -141,12 +141,13 @@ class WorkerNode:
             raise NodeError(f"{self.name} is not running")
         return self._ns.enter(argv)
 
-    def ctr(self, *args: str, timeout: float = 120.0) -> str:
+    def ctr(self, *args: str, timeout: float = 120.0, check: bool = True) -> str:
         """Run ``ctr`` against this node's containerd in the ``k8s.io`` namespace."""
         return run(
             self.enter([str(self.kit.ctr), "--address", str(self.paths.containerd_socket), "-n", "k8s.io", *args]),
             f"{self.name}: ctr {' '.join(args[:2])}",
             timeout=timeout,
+            check=check,
         )
 
     def import_image(self, archive: Path) -> None:

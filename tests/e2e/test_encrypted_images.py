@@ -130,7 +130,9 @@ def _pull_refused(world: EncryptedImages, pod: str, namespace: str = "default") 
                 return event
         return None
 
-    return eventually(refused, f"pod {pod}'s pull to fail with the broker's reason", timeout=120, interval=0.5)
+    event = eventually(refused, f"pod {pod}'s pull to fail with the broker's reason", timeout=120, interval=0.5)
+    print(f"\n{namespace}/{pod}: {event}")
+    return event
 
 
 def test_the_encrypted_image_is_encrypted_in_the_registry(world: EncryptedImages) -> None:
