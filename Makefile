@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml devkit/pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]' -e ./devkit
 	touch $(STAMP)
 
-test: $(STAMP) controlplane tpm-tools image-tools
+test: $(STAMP) controlplane tpm-tools image-tools registry-tools layer-decoder
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -30,13 +30,21 @@ clean:
 	rm -rf $(VENV) .pytest_cache
 
 # A real control plane (built once from the Go module proxy, cached in ~/.cache/trustgate) with trustgate.
-.PHONY: controlplane tpm-tools dev-up dev-down demo
+.PHONY: controlplane tpm-tools registry-tools layer-decoder dev-up dev-down demo
 # Debian's swtpm and tpm2-tools: the emulated TPMs of the attestation tests (needs root and apt).
 tpm-tools:
 	bash agent/install-tpm-tools.sh
 
 controlplane:
 	bash devkit/controlplane/build.sh
+
+# Encrypted images: Debian's docker-registry (the local registry of the e2e cluster; needs root and apt) and
+# trustgate-layer-decoder, containerd's stream processor (Go, cached in ~/.cache/trustgate; about 70 s cold).
+registry-tools:
+	command -v docker-registry >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-registry; }
+
+layer-decoder:
+	bash keyprovider/build-decoder.sh
 
 dev-up: $(STAMP) controlplane
 	$(BIN)/python -m devkit.devstack up
