@@ -206,6 +206,9 @@ def create_app(
 
     @app.get("/metrics")
     def metrics() -> Response:
-        return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+        text = generate_latest()
+        if broker is not None:  # the broker's and its audit log's own registries
+            text += generate_latest(broker.registry) + generate_latest(broker.audit.registry)
+        return Response(text, mimetype=CONTENT_TYPE_LATEST)
 
     return app

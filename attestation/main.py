@@ -121,6 +121,15 @@ class AuthoritySettings(ClusterSettings, ServingSettings):
         for path in (self.enrollment, self.flavors):
             if path and not Path(path).is_file():
                 raise ConfigError(f"{path} does not exist")
+        if self.image_keys:
+            try:
+                report_verifier(self)
+            except (KeyConfigError, ValueError, OSError) as error:
+                raise ConfigError(f"the key broker cannot verify reports: {error}") from None
+            if self.audit_log and not Path(self.audit_log).parent.is_dir():
+                raise ConfigError(f"--audit-log {self.audit_log}: no directory {Path(self.audit_log).parent}")
+        elif self.audit_log or self.jwks:
+            raise ConfigError("--audit-log and --jwks are the key broker's: give --image-keys too")
         super().check()
 
 

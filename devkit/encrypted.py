@@ -498,3 +498,31 @@ def layer_diff_id(archive: Path) -> str:
         manifest = json.loads(tar.extractfile("blobs/sha256/" + index["manifests"][0]["digest"][7:]).read())  # type: ignore[union-attr]
         config = json.loads(tar.extractfile("blobs/sha256/" + manifest["config"]["digest"][7:]).read())  # type: ignore[union-attr]
     return str(config["rootfs"]["diff_ids"][0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m devkit.encrypted WORKDIR`: the encrypted-image cluster until Ctrl-C (as root)."""
+    import argparse
+
+    from devkit.controlplane import find_binaries
+    from devkit.nodes.kit import find_kit
+
+    parser = argparse.ArgumentParser(prog="python -m devkit.encrypted", description=main.__doc__)
+    parser.add_argument("workdir", type=Path)
+    args = parser.parse_args(argv)
+    decoder = subprocess.run(
+        ["bash", str(ROOT / "keyprovider/build-decoder.sh")], check=True, capture_output=True, text=True
+    ).stdout.split()[-1]
+    world = EncryptedImages(args.workdir, find_kit(build=True), Path(decoder), find_binaries(build=True)).up()
+    try:
+        print(f"registry https://{BRIDGE}:{REGISTRY_PORT} (CA {world.cp.ca.cert_file}), key broker {world.url}")
+        print(f"kubeconfig {world.cp.kubeconfig}; nodes {', '.join(world.names)}; broker audit {world.audit_log}")
+        print("Ctrl-C to stop", flush=True)
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        world.down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -189,3 +189,12 @@ def test_the_http_api(world: World) -> None:
     assert again.status_code == 403 and again.get_json()["code"] == "challenge"
     assert client.post("/v1/keys/release", json={"nonce": "x"}).status_code == 400
     assert ANNOTATION.endswith(".trustgate")
+
+
+def test_metrics_show_the_brokers_decisions(world: World) -> None:
+    _, request = world.request("n1")
+    world.release("n1", request)
+    text = _app(world, None).get("/metrics").get_data(as_text=True)
+    assert 'trustgate_image_key_requests_total{decision="released",reason="none"} 1.0' in text
+    assert "trustgate_image_key_release_seconds_count 1.0" in text
+    assert 'trustgate_audit_records_total{decision="released"' in text

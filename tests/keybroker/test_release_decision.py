@@ -95,7 +95,7 @@ def test_expired_copied_and_missing_reports_are_refused(issuer: Issuer) -> None:
 def test_a_request_for_another_node_or_an_unknown_key_is_refused(issuer: Issuer) -> None:
     view = snapshot(issuer)
     other = decide(request("n1", requester="n2"), RECORD, view.node("n1"), policies(SECRET), NOW, 30)
-    assert [r.code for r in other.reasons] == [Code.WRONG_NODE]
+    assert [r.code for r in other.reasons] == [Code.CHALLENGE]
     unknown = decide(request(), None, view.node("n1"), policies(SECRET), NOW, 30)
     assert [r.code for r in unknown.reasons] == [Code.UNKNOWN_KEY]
     renamed = decide(

@@ -119,7 +119,7 @@ def decide(
 
     if request.requester != request.node or node.name != request.node:
         return refuse(
-            Reason(Code.WRONG_NODE, f"request for node {request.node} from node {request.requester}'s certificate")
+            Reason(Code.CHALLENGE, f"request for node {request.node} from node {request.requester}'s certificate")
         )
     if record is None:
         return refuse(
