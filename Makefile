@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml devkit/pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]' -e ./devkit
 	touch $(STAMP)
 
-test: $(STAMP) controlplane tpm-tools image-tools registry-tools layer-decoder
+test: $(STAMP) controlplane tpm-tools image-tools helm registry-tools layer-decoder
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 

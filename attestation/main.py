@@ -51,7 +51,7 @@ from trustgate.settings import ClusterSettings, ConfigError, ServingSettings, op
 from trustgate.startup import Command, Service
 
 PROG = "trustgate-attestation"
-MAX_REQUESTS_STORED = 16  # deploy/attestation-crds.yaml: status.requests maxItems
+MAX_REQUESTS_STORED = 16  # chart/trustgate/crds/attestation.trustgate.dev.yaml: status.requests maxItems
 REQUEST_HEADERS = ("NODE", "EK SHA256", "SYSTEM UUID", "REQUESTER", "FIRST", "LAST", "COUNT")
 
 
@@ -301,9 +301,7 @@ SERVICE = Service(
     commands={
         # Probes carry no client certificate: the listener asks for one without requiring it, and the
         # app refuses every /v1 call that has none (attestation.identity).
-        "serve": Command(
-            AuthoritySettings, app=create, help="run the authority"
-        ),
+        "serve": Command(AuthoritySettings, app=create, help="run the authority"),
         "requests": Command(RequestsSettings, run=show_requests, help="list the EKs that asked to be enrolled"),
         "approve": Command(ApproveSettings, run=approve, help="enroll the EK of one of NODE's requests (SHA256)"),
         "enroll": Command(EnrollFingerprintSettings, run=enroll, help="enroll an EK certificate fingerprint for NODE"),

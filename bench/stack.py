@@ -2,7 +2,7 @@
 
 The stack is `devkit.devstack`'s `DevStack` in a throw-away work directory: etcd,
 kube-apiserver, kube-controller-manager and kube-scheduler built from source, and the trustgate
-extender, webhook and label controller under gunicorn over TLS, with the settings of `deploy/`.
+extender, webhook and label controller under gunicorn over TLS, with the settings of the Helm chart.
 Nodes are API-only (no kubelet): a pod counts as scheduled once `spec.nodeName` is set, which is
 seen on a watch of the pods.
 
@@ -16,6 +16,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -41,10 +42,9 @@ from devkit.controlplane import (
     KubeClient,
     create_node,
     find_binaries,
-    https_get,
     port_is_free,
 )
-from devkit.devstack import ISSUER, DevStack
+from devkit.devstack import ISSUER, SERVICES, DevStack
 from devkit.fleet import (
     BAD_SIGNATURE,
     COPIED,
@@ -56,8 +56,10 @@ from devkit.fleet import (
     Fleet,
     Host,
 )
+from trustgate.core.labels import TRUST_RESOURCE
 
 PAUSE = "registry.k8s.io/pause:3.10"
+METRIC_LINE = re.compile(r"^(apiserver_admission_webhook_\w+)\{([^}]*)\} ([0-9.e+]+)$", re.M)
 REPORTS = "/apis/trustgate.dev/v1alpha1/nodetrustreports"
 TRUST_NS = "bench-trust"  # selected by the TrustPolicy "bench-trust": every pod in it requires trust
 PLAIN_NS = "bench-plain"  # no policy: pods that need no trust
@@ -293,39 +295,59 @@ def report_object(name: str, token: str) -> dict[str, Any]:
 # --- the stack -----------------------------------------------------------------------------------------
 
 
-@dataclass
+NONE, INSTALLED, FLOOR = "none", "installed", "floor"
+
+
+@dataclass(frozen=True)
 class Variant:
-    """One side of a scheduling comparison."""
+    """One side of a scheduling comparison: what is installed, and which pods are created."""
 
     name: str
-    extender: bool
-    webhook: bool
+    install: str  # NONE, INSTALLED or FLOOR
     namespace: str
+    description: str
     node_cache_capable: bool = True
-    description: str = ""
 
 
 VARIANTS = {
     v.name: v
     for v in (
-        Variant("extender", True, True, TRUST_NS, True, "extender in the profile (nodeCacheCapable), trust pods"),
-        Variant("extender-full-nodes", True, True, TRUST_NS, False, "extender with nodeCacheCapable: false"),
-        Variant("plain", False, True, PLAIN_NS, True, "no extender, plain pods (webhook still registered)"),
-        Variant("vanilla", False, False, PLAIN_NS, True, "no extender, no webhook: no trustgate at all"),
+        Variant(
+            "no-trustgate",
+            NONE,
+            PLAIN_NS,
+            "no trustgate: no extender in kube-scheduler's profile, no webhook configuration, no trustgate process",
+        ),
+        Variant("plain", INSTALLED, PLAIN_NS, "trustgate installed, pods no TrustPolicy selects"),
+        Variant("trust", INSTALLED, TRUST_NS, "trustgate installed, pods a TrustPolicy selects"),
+        Variant(
+            "floor",
+            FLOOR,
+            TRUST_NS,
+            "floor: trustgate's installation with a no-op extender and a no-op webhook (devkit.floor) on the same "
+            "ports and serving settings, pods a TrustPolicy selects",
+        ),
+        Variant(
+            "trust-full-nodes",
+            INSTALLED,
+            TRUST_NS,
+            "trustgate installed, nodeCacheCapable: false, pods a TrustPolicy selects",
+            node_cache_capable=False,
+        ),
     )
 }
 
 
 class _Stack(DevStack):
-    """DevStack, optionally with other gunicorn settings for a service (`{"webhook": ["--threads=8"]}`)."""
+    """DevStack with the extender and webhook replaced by their floor (`devkit.floor`, the same flags)."""
 
-    service_args: dict[str, list[str]]
+    floor: bool = False
 
     def service_argv(self, service: str) -> list[str]:
         argv = super().service_argv(service)
-        extra = getattr(self, "service_args", {}).get(service, [])
-        names = {arg.split("=", 1)[0] for arg in extra}
-        return [arg for arg in argv if arg.split("=", 1)[0] not in names] + extra
+        if self.floor and service in ("extender", "webhook"):
+            return [sys.executable, "-m", "devkit.floor", service, *argv[1:]]
+        return argv
 
 
 @dataclass
@@ -336,11 +358,9 @@ class BenchStack:
     service_args: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.stack = _Stack(self.workdir, bin_dir=find_binaries())
-        self.stack.service_args = dict(self.service_args)
+        self.stack = _Stack(self.workdir, bin_dir=find_binaries(), service_args=dict(self.service_args))
         self.cp = self.stack.cp
-        self.webhook_registered = True
-        self._scheduler_text: str | None = None
+        self.installed = INSTALLED
 
     # --- lifecycle ---
 
@@ -364,7 +384,7 @@ class BenchStack:
         self.log(f"stack up in {time.monotonic() - started:.0f}s ({self.workdir})")
 
     def down(self) -> None:
-        for service in ("extender", "webhook", "controller"):
+        for service in SERVICES:
             self.stop_service(service)
         self.stack.down()
 
@@ -423,40 +443,85 @@ class BenchStack:
             return False
         raise KubeAPIError(status, "POST", "dry-run pod", raw.decode(errors="replace"))
 
-    # --- scheduler and webhook configuration ---
+    def admission(self) -> tuple[bool, bool]:
+        """What the API server's admission does now to a trust pod: (marked for the extender, a pod pinned
+        to a failing node admitted). No trustgate: (False, True); installed: (True, False); floor: (True, True)."""
+        status, raw = self.client.raw(
+            "POST", f"/api/v1/namespaces/{TRUST_NS}/pods", pod_manifest("probe", TRUST_NS), params={"dryRun": "All"}
+        )
+        if status != 201:
+            raise KubeAPIError(status, "POST", "dry-run pod", raw.decode(errors="replace"))
+        limits = json.loads(raw)["spec"]["containers"][0].get("resources", {}).get("limits", {})
+        failing = next(h.name for h in self.hosts if h.kind != VALID)
+        return TRUST_RESOURCE in limits, self.dry_run_admitted(pod_manifest("probe", TRUST_NS, nodeName=failing))
+
+    # --- what is installed ---
+
+    def install(self, what: str) -> float:
+        """Bring the stack to `what` (NONE, INSTALLED, FLOOR) and wait until the API server admits as it
+        should; returns the seconds it took (0 when already there)."""
+        if what == self.installed:
+            return 0.0
+        started = time.monotonic()
+        if what == NONE:
+            for service in SERVICES:
+                self.stop_service(service)
+            self.stack.kubectl("delete", "validatingwebhookconfiguration,mutatingwebhookconfiguration", "trustgate")
+        else:
+            for service in ("extender", "webhook"):
+                self.stop_service(service)
+            self.stack.floor = what == FLOOR
+            if self.installed == NONE:
+                self.stack.create_configurations()
+                self.stack.start_service("controller")
+                self.stack.wait_configured()
+            for service in ("extender", "webhook"):
+                self.stack.start_service(service)
+            if what == INSTALLED:
+                self.wait_caught_up()
+        expected = {NONE: (False, True), INSTALLED: (True, False), FLOOR: (True, True)}[what]
+        # the API server's webhook configuration informer takes a moment
+        self._eventually(lambda: all(self.admission() == expected for _ in range(3)), f"admission as {what}", 60)
+        self.installed = what
+        return time.monotonic() - started
+
+    # --- scheduler configuration ---
 
     def scheduler_config(self, variant: Variant) -> str:
         config = yaml.safe_load(self.stack._scheduler_config())
         config["clientConnection"]["qps"] = SCHEDULER_QPS
         config["clientConnection"]["burst"] = SCHEDULER_QPS
-        if variant.extender:
-            config["extenders"][0]["nodeCacheCapable"] = variant.node_cache_capable
-        else:
+        if variant.install == NONE:
             config.pop("extenders", None)
+        else:
+            config["extenders"][0]["nodeCacheCapable"] = variant.node_cache_capable
         return yaml.safe_dump(config, sort_keys=False)
 
     def restart_scheduler(self, variant: Variant) -> float:
         """A fresh kube-scheduler with the variant's configuration, ready (caches synced)."""
         started = time.monotonic()
-        text = self.scheduler_config(variant)
-        self.cp.stop_component("kube-scheduler")
-        self.cp.scheduler_config = text
-        self.cp.scheduler_config_file.write_text(text)
-        self.cp.start_component("kube-scheduler")
-        url = f"https://127.0.0.1:{self.cp.ports.scheduler}/readyz"
-        context = self.cp._ssl_context()
-        self._eventually(lambda: https_get(url, context)[0] == 200, "kube-scheduler /readyz", 60)
+        self.stack.use_scheduler_config(self.scheduler_config(variant))
         return time.monotonic() - started
 
-    def set_webhook(self, registered: bool) -> None:
-        if registered == self.webhook_registered:
-            return
-        if registered:
-            self.stack._register_webhook()
-        else:
-            self.stack.kubectl("delete", "validatingwebhookconfiguration", "trustgate", "--ignore-not-found")
-        self.webhook_registered = registered
-        time.sleep(2.0)  # the API server's webhook configuration informer
+    def webhook_calls(self) -> tuple[float, float]:
+        """kube-apiserver's own counts so far: calls to trustgate's webhooks, and those that failed
+        (timed out or could not be made)."""
+        text = self._metrics()
+        calls = failed = 0.0
+        for name, labels, value in METRIC_LINE.findall(text):
+            if "trustgate.dev" not in labels:
+                continue
+            if name == "apiserver_admission_webhook_request_total":
+                calls += float(value)
+            elif name == "apiserver_admission_webhook_rejection_count" and "calling_webhook_error" in labels:
+                failed += float(value)
+        return calls, failed
+
+    def _metrics(self) -> str:
+        status, raw = self.client.raw("GET", "/metrics", accept="text/plain")
+        if status != 200:
+            raise KubeAPIError(status, "GET", "/metrics", raw.decode(errors="replace"))
+        return raw.decode()
 
     # --- 1. scheduling throughput ---
 
@@ -472,7 +537,7 @@ class BenchStack:
         the scheduling rate from its first binding to its last (scheduler, extender and binding
         admission only; the create path is out of the picture).
         """
-        self.set_webhook(variant.webhook)
+        install_s = self.install(variant.install)
         scheduler_log = self.cp.logs_dir / "kube-scheduler.log"
         log_start = scheduler_log.stat().st_size if scheduler_log.exists() else 0
         if mode == "backlog":
@@ -488,6 +553,7 @@ class BenchStack:
         watcher = PodWatcher(self.cp, namespace, listing["metadata"]["resourceVersion"])
         watcher.start()
         cpu_before = self.cpu_seconds()
+        calls_before, failed_before = self.webhook_calls()
         run_id = new_run_id()
         names = [f"{run_id}-{i:05d}" for i in range(pods)]
         sent: dict[str, float] = {}
@@ -510,6 +576,7 @@ class BenchStack:
         complete = watcher.wait_for(expected, timeout)
         watcher.stop()
         cpu_after = self.cpu_seconds()
+        calls_after, failed_after = self.webhook_calls()
         with open(scheduler_log, "rb") as log_file:
             log_file.seek(log_start)
             scheduler_errors = log_file.read().decode(errors="replace")
@@ -532,6 +599,10 @@ class BenchStack:
             "watch_problems": watcher.problems[:5],
             "create_per_s": pods / (created - first),
             "scheduler_restart_s": restart,
+            "install_s": install_s,
+            # kube-apiserver's counts: calls to trustgate's webhooks per pod, and calls that failed (timeouts)
+            "webhook_calls_per_pod": (calls_after - calls_before) / pods,
+            "webhook_failures": failed_after - failed_before,
             "distinct_nodes": len(set(watcher.nodes.values())),
             # CPU time each component spent during the run, ms per pod (a new scheduler process counts whole)
             "cpu_ms_per_pod": cpu_delta(cpu_before, cpu_after, pods),
@@ -557,11 +628,47 @@ class BenchStack:
             result["tail_s"] = times[-1] - times[high]
         else:
             result["scheduled_per_s"] = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
-        if variant.extender:  # trust pods must only land on nodes with valid reports
+        if variant.install == INSTALLED and variant.namespace == TRUST_NS:  # only on nodes with valid reports
             valid = set(self.valid_names())
             result["misplaced"] = sum(1 for node in watcher.nodes.values() if node not in valid)
         self.delete_pods(namespace)
         return result
+
+    def deployment_run(self, replicas: int, timeout: float = 300.0) -> dict[str, Any]:
+        """A Deployment of `replicas` plain pods (no TrustPolicy selects them) created by kube-controller-manager
+        and scheduled by kube-scheduler, trustgate installed: kube-apiserver's count of calls to trustgate's
+        webhooks per pod, from the Deployment's creation until every pod is bound."""
+        self.install(INSTALLED)
+        self.restart_scheduler(VARIANTS["plain"])
+        name = f"deploy-{new_run_id()}"
+        labels = {"app": name}
+        template = pod_manifest(name, PLAIN_NS)
+        template["metadata"] = {"labels": labels}
+        deployment = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": PLAIN_NS},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels}, "template": template},
+        }
+        calls_before, failed_before = self.webhook_calls()
+        started = time.monotonic()
+        self.client.create(f"/apis/apps/v1/namespaces/{PLAIN_NS}/deployments", deployment)
+
+        def bound() -> bool:
+            pods = self.client.get(f"/api/v1/namespaces/{PLAIN_NS}/pods", labelSelector=f"app={name}")["items"]
+            return len(pods) == replicas and all(p["spec"].get("nodeName") for p in pods)
+
+        self._eventually(bound, f"{replicas} pods of Deployment {name} bound", timeout, interval=0.5)
+        seconds = time.monotonic() - started
+        calls_after, failed_after = self.webhook_calls()
+        self.client.delete(f"/apis/apps/v1/namespaces/{PLAIN_NS}/deployments/{name}")
+        self.delete_pods(PLAIN_NS)
+        return {
+            "replicas": replicas,
+            "seconds": seconds,
+            "webhook_calls_per_pod": (calls_after - calls_before) / replicas,
+            "webhook_failures": failed_after - failed_before,
+        }
 
     def cpu_seconds(self) -> dict[str, tuple[float, tuple[int, ...]]]:
         """CPU seconds (user + system) used so far by each component, with the pids counted."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from kubernetes import client
@@ -74,3 +76,64 @@ class KubeWriter:
                 "source": {"component": COMPONENT},
             },
         )
+
+
+class KubeSecrets:
+    """Secrets and ConfigMaps in trustgate's namespace, for `controller.certificates`."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.core = client.CoreV1Api(api)
+        self.namespace = namespace
+
+    def read(self, name: str) -> dict[str, bytes] | None:
+        try:
+            secret = self.core.read_namespaced_secret(name, self.namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
+
+    def write(self, name: str, data: Mapping[str, bytes]) -> None:
+        tls = "tls.crt" in data and "tls.key" in data
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "trustgate"}},
+            "type": "kubernetes.io/tls" if tls else "Opaque",
+            "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
+        }
+        self._put(
+            self.core.read_namespaced_secret,
+            self.core.create_namespaced_secret,
+            self.core.replace_namespaced_secret,
+            name,
+            body,
+        )
+
+    def publish(self, name: str, data: Mapping[str, str]) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "trustgate"}},
+            "data": dict(data),
+        }
+        core = self.core
+        self._put(
+            core.read_namespaced_config_map,
+            core.create_namespaced_config_map,
+            core.replace_namespaced_config_map,
+            name,
+            body,
+        )
+
+    def _put(self, read: Any, create: Any, replace: Any, name: str, body: dict[str, Any]) -> None:
+        try:
+            current = read(name, self.namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            create(self.namespace, body)
+            return
+        body["metadata"]["resourceVersion"] = current.metadata.resource_version
+        replace(name, self.namespace, body)

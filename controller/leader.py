@@ -8,12 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from kubernetes import client
 from kubernetes.leaderelection import electionconfig, leaderelection
 from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 
 LEASE_NAME = "trustgate-controller"
+
+
+class Controller(Protocol):
+    """What runs in trustgate-controller: a loop, and whether this replica leads (and may write)."""
+
+    def run(self) -> None: ...
+
+    def start_leading(self) -> None: ...
+
+    def stop_leading(self) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """`trustgate-controller`: the controllers behind the services, one active instance by leader election.
 
 - the label controller mirrors verified node trust into the labels trustgate owns (`controller.labels`);
-- the webhook configurations are kept in step with the TrustPolicies (`controller.webhooks`), when
-  `--webhook-ca-bundle` names the CA the API server verifies the webhook with.
+- the webhook configurations are kept in step with the TrustPolicies (`controller.webhooks`), when the
+  CA the API server verifies the webhook with is known: trustgate's own (`--manage-certificates`, the
+  default of the chart: `controller.certificates` issues and renews it) or a file (`--webhook-ca-bundle`).
 
 It serves `/healthz`, `/readyz` and `/metrics` over TLS like the other services; one gunicorn worker
 runs the controllers in threads (and is never recycled: its caches and Lease live for its lifetime).
@@ -10,26 +11,28 @@ runs the controllers in threads (and is never recycled: its caches and Lease liv
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from flask import Flask
 from kubernetes import client
 from prometheus_client import CollectorRegistry, Gauge
 
-from controller.kube import KubeWriter
+from controller.certificates import CA_LIFETIME, LEAF_LIFETIME, Certificates, Served, service_names
+from controller.kube import KubeSecrets, KubeWriter
 from controller.labels import LabelController
-from controller.leader import Follower, run_leader_election
+from controller.leader import Controller, Follower, run_leader_election
 from controller.webhooks import WebhookConfigurations, ca_bundle_from
 from trustgate.cluster.api import api_client
 from trustgate.cluster.cache import ClusterCache
 from trustgate.core.scope import SCHEDULER, Endpoint, Scope
 from trustgate.serving.probes import add_probes, cache_not_ready
-from trustgate.settings import ConfigError, ServingSettings, TrustSettings, option
+from trustgate.settings import ConfigError, ServingSettings, TrustSettings, option, seconds
 from trustgate.startup import Command, Service
 
 
@@ -40,8 +43,30 @@ class ControllerSettings(TrustSettings, ServingSettings):
     webhook_service: str = option("the webhook's Service (in --namespace)", "trustgate-webhook")
     webhook_port: int = option("the webhook Service's port", 443, parse=int)
     webhook_url: str | None = option("the webhook's URL instead of its Service (an API server outside the cluster)")
+    webhook_timeout: int = option(
+        "seconds kube-apiserver waits for the webhook (1-30); failurePolicy stays Fail", 3, parse=int
+    )
+    webhook_failure_policy: str = option(
+        "Fail (the default: what the webhook cannot judge is refused) or Ignore (admitted unjudged while it is down)",
+        "Fail",
+    )
     extender_user: str | None = option(
         "the extender's user, whose bindings it checked itself; default: its ServiceAccount in --namespace"
+    )
+    manage_certificates: bool = option(
+        "issue and renew trustgate's CA and serving certificates (Secrets <service>-tls) and inject the CA",
+        False,
+        switch=True,
+    )
+    certificate_lifetime: float = option(
+        "serving certificate lifetime, seconds", LEAF_LIFETIME.total_seconds(), parse=seconds
+    )
+    ca_lifetime: float = option("CA lifetime, seconds", CA_LIFETIME.total_seconds(), parse=seconds)
+    certificate_services: tuple[str, ...] = option(
+        "Services that get a serving certificate (repeatable)",
+        ("trustgate-webhook", "trustgate-extender", "trustgate-attestation"),
+        repeated=True,
+        flag="--certificate-service",
     )
     check_scheduler_bindings: bool = option(
         "send kube-scheduler's bindings to the webhook too (while the scheduler runs without the extender)",
@@ -53,11 +78,20 @@ class ControllerSettings(TrustSettings, ServingSettings):
         super().check()
         if self.workers != 1:
             raise ConfigError("the controller runs one worker: one cache, one Lease")
+        if self.webhook_failure_policy not in ("Fail", "Ignore"):
+            raise ConfigError(f"--webhook-failure-policy must be Fail or Ignore, not {self.webhook_failure_policy!r}")
+        if not 1 <= self.webhook_timeout <= 30:
+            raise ConfigError(f"--webhook-timeout must be 1 to 30 seconds, not {self.webhook_timeout}")
 
     def scope(self) -> Scope:
         extender = self.extender_user or f"system:serviceaccount:{self.namespace}:trustgate-extender"
         binders = (extender,) if self.check_scheduler_bindings else (SCHEDULER, extender)
-        return Scope(exempt=self.exempt, binders=binders)
+        return Scope(
+            exempt=self.exempt,
+            binders=binders,
+            timeout_seconds=self.webhook_timeout,
+            failure_policy=self.webhook_failure_policy,
+        )
 
 
 def create(settings: ControllerSettings) -> Flask:
@@ -67,36 +101,61 @@ def create(settings: ControllerSettings) -> Flask:
     registry = CollectorRegistry()
     core = client.CoreV1Api(api)
     labels = LabelController(cache, lambda name, body: core.patch_node(name, body))
-    followers = [Follower(labels.start_leading, labels.stop_leading)]
-    threading.Thread(target=labels.run, name="label-controller", daemon=True).start()
-    if settings.webhook_ca_bundle:
+    controllers: list[Controller] = [labels]
+    certificates = _certificates(settings, api) if settings.manage_certificates else None
+    bundle = certificates.bundle if certificates is not None else None
+    if bundle is None and settings.webhook_ca_bundle:
         bundle = ca_bundle_from(settings.webhook_ca_bundle)
-        configurations = WebhookConfigurations(
-            cache,
-            KubeWriter(api),
-            settings.scope(),
-            lambda: Endpoint(
-                bundle(),
-                service=settings.webhook_service,
-                namespace=settings.namespace,
-                port=settings.webhook_port,
-                url=settings.webhook_url,
-            ),
-            registry,
-        )
-        followers.append(Follower(configurations.start_leading, configurations.stop_leading))
-        threading.Thread(target=configurations.run, name="webhook-configurations", daemon=True).start()
+    if certificates is not None:
+        controllers.append(certificates)
+    if bundle is not None:
+        configurations = _configurations(settings, api, cache, bundle, registry)
+        controllers.append(configurations)
+        if certificates is not None:
+            certificates.on_bundle = configurations.wake  # a new CA: inject it at once
+    for controller in controllers:
+        threading.Thread(target=controller.run, name=type(controller).__name__, daemon=True).start()
     leading = Gauge(
         "trustgate_controller_leading", "1 while this replica holds the controllers' Lease", registry=registry
     )
     leading.set_function(lambda: 1.0 if labels.leading.is_set() else 0.0)
     identity = settings.identity or os.environ.get("POD_NAME") or socket.gethostname()
+    followers = [Follower(c.start_leading, c.stop_leading) for c in controllers]
     threading.Thread(
         target=run_leader_election, args=(followers, settings.namespace, identity, api), name="election", daemon=True
     ).start()
     app = Flask("trustgate-controller")
     add_probes(app, registry, cache_not_ready(lambda: cache.snapshot().synced))
     return app
+
+
+def _certificates(settings: ControllerSettings, api: client.ApiClient) -> Certificates:
+    served = [Served(f"{name}-tls", service_names(name, settings.namespace)) for name in settings.certificate_services]
+    return Certificates(
+        KubeSecrets(api, settings.namespace),
+        served,
+        ca_lifetime=dt.timedelta(seconds=settings.ca_lifetime),
+        leaf_lifetime=dt.timedelta(seconds=settings.certificate_lifetime),
+    )
+
+
+def _configurations(
+    settings: ControllerSettings,
+    api: client.ApiClient,
+    cache: ClusterCache,
+    bundle: Callable[[], str],
+    registry: CollectorRegistry,
+) -> WebhookConfigurations:
+    def endpoint() -> Endpoint:
+        return Endpoint(
+            bundle(),
+            service=settings.webhook_service,
+            namespace=settings.namespace,
+            port=settings.webhook_port,
+            url=settings.webhook_url,
+        )
+
+    return WebhookConfigurations(cache, KubeWriter(api), settings.scope(), endpoint, registry)
 
 
 SERVICE = Service(

@@ -64,6 +64,10 @@ class WebhookConfigurations:
         )
         cache.add_change_listener(self._wake.set)
 
+    def wake(self) -> None:
+        """Render again (the CA bundle changed)."""
+        self._wake.set()
+
     def start_leading(self) -> None:
         self._written = None  # another replica may have written meanwhile: write again
         self.leading.set()
@@ -91,6 +95,8 @@ class WebhookConfigurations:
 
     def reconcile(self, policies: Sequence[TrustPolicy]) -> None:
         endpoint = self.endpoint()
+        if not endpoint.ca_bundle:
+            return  # no CA yet (trustgate's own is being issued): a webhook nobody can verify helps no one
         rendered = (
             validating_webhooks(policies, self.scope, endpoint),
             mutating_webhooks(policies, self.scope, endpoint),

@@ -3,14 +3,13 @@
 Only the hardware is emulated: each host is a swtpm with an EK certificate from a local CA, an identity
 file pair (product_uuid, boot_id) and an API-only Node with the same systemUUID and bootID. The agents
 talk to their swtpm through tpm2-tools over TCP, exactly as they would to /dev/tpmrm0, and the authority
-runs under gunicorn over TLS with the ServiceAccount identity and RBAC of deploy/attestation.yaml. Each
+runs under gunicorn over TLS with the ServiceAccount identity and RBAC of the Helm chart. Each
 agent presents a kubelet-style client certificate of its node (CN=system:node:NAME, O=system:nodes)
 from the cluster CA, which the authority trusts as its client CA.
 """
 
 from __future__ import annotations
 
-import json
 import signal
 import ssl
 import subprocess
@@ -21,11 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from agent.tpm2 import Tpm2Tools
 from attestation.ekcert import fingerprint
-from devkit.devstack import DEPLOY, ISSUER, ROOT, DevStack
+from devkit import chart
+from devkit.devstack import ISSUER, NAMESPACE, ROOT, DevStack
 from devkit.swtpm import LocalCa, SoftwareTpm, free_port_pair
 from devkit.waiting import eventually
 from trustgate.core.report import decode_unverified
@@ -79,10 +77,9 @@ class Attested:
     # --- set-up --------------------------------------------------------------------------------
 
     def install(self) -> None:
-        self.stack.kubectl("apply", "-f", str(DEPLOY / "attestation-crds.yaml"))
-        rbac = [d for d in yaml.safe_load_all((DEPLOY / "attestation.yaml").read_text()) if d]
-        rbac = [d for d in rbac if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
-        self.stack.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": rbac}))
+        values = {"issuer": {"name": ISSUER}, "attestation": {"enabled": True}}
+        rbac = chart.of_kind(chart.render(values, namespace=NAMESPACE), "ClusterRole", "ClusterRoleBinding")
+        self.stack.kubectl("apply", "-f", "-", input=chart.as_list([*chart.crds(), *rbac]))
         for crd in ("trustflavors", "attestedagents"):
             self.stack.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}.trustgate.dev")
         self.kubeconfig = self.stack.cp.issue_kubeconfig("trustgate-attestation", IDENTITY)

@@ -1,9 +1,9 @@
 """The development stack: the real control plane with trustgate wired in, on 127.0.0.1.
 
 `python -m devkit.devstack up|down|status` (what `make dev-up` / `make dev-down` run), and the
-`DevStack` class the end-to-end tests and the benchmarks share. It uses the manifests of `deploy/` (CRDs, RBAC, the
-scheduler configuration, the webhook configurations the controller fills) adapted only where
-loopback requires it (URLs instead of in-cluster Services), runs each trustgate service with its own
+`DevStack` class the end-to-end tests and the benchmarks share. It installs what the Helm chart renders
+(CRDs, RBAC, the scheduler configuration, the webhook configurations the controller fills) adapted only
+where loopback requires it (URLs instead of in-cluster Services), runs each trustgate service with its own
 client certificate identity, so the RBAC rules are exercised as deployed, and has kube-apiserver
 authenticate to the webhook with a client certificate (mTLS), as the README's install does.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -27,11 +28,11 @@ from typing import Any
 
 import yaml
 
+from devkit import chart
 from devkit.controlplane import ControlPlane, free_ports, recorded_running, stop_recorded
 from devkit.pki import CertKey, issue_cert, load_or_create_ca
 
 ROOT = Path(__file__).resolve().parents[1]
-DEPLOY = ROOT / "deploy"
 NAMESPACE = "trustgate-system"
 ISSUER = "https://aias.trustgate.dev.local"
 SERVICES = ("extender", "webhook", "controller")
@@ -44,16 +45,13 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def _load_yaml(path: Path) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
-
-
 @dataclass
 class DevStack:
     workdir: Path = ROOT / ".dev"
     bin_dir: Path | None = None
     ports: dict[str, int] = field(default_factory=dict)
     servers: dict[str, str] = field(default_factory=dict)  # per service: reach the API server here instead
+    service_args: dict[str, list[str]] = field(default_factory=dict)  # per service: flags added or replaced
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -76,6 +74,11 @@ class DevStack:
 
     # --- URLs and files ------------------------------------------------------------------
 
+    @functools.cached_property
+    def manifests(self) -> list[dict[str, Any]]:
+        """What the chart renders with its defaults (the issuer named), in trustgate's namespace."""
+        return chart.render({"issuer": {"name": ISSUER}}, namespace=NAMESPACE)
+
     @property
     def kubeconfig(self) -> Path:
         return self.cp.kubeconfig
@@ -94,8 +97,9 @@ class DevStack:
         self._certificates()
         self.cp.scheduler_config = self._scheduler_config()
         self.cp.start()
-        self.kubectl("apply", "-f", str(DEPLOY / "crds.yaml"), "-f", str(DEPLOY / "namespace.yaml"))
-        self.kubectl("apply", "-f", str(DEPLOY / "rbac.yaml"))
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+        self.kubectl("apply", "-f", "-", input=chart.as_list([*chart.crds(), namespace]))
+        self.kubectl("apply", "-f", "-", input=chart.as_list(chart.of_kind(self.manifests, *chart.RBAC_KINDS)))
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/nodetrustreports.trustgate.dev")
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/trustpolicies.trustgate.dev")
         self.create_configurations()
@@ -151,7 +155,7 @@ class DevStack:
             f"--tls-cert={self.workdir / f'{service}.crt'}",
             f"--tls-key={self.workdir / f'{service}.key'}",
         ]
-        if service == "extender":  # the settings deploy/ recommends (README, Performance)
+        if service == "extender":  # the chart's settings (README, Performance)
             tls += [f"--client-ca={self.ca_file}", "--workers=1", "--threads=4"]
         elif service == "webhook":
             tls += [f"--client-ca={self.webhook_clients / 'ca.crt'}", f"--audit-log={self.audit_log}"]
@@ -159,7 +163,10 @@ class DevStack:
         else:
             tls += [f"--webhook-ca-bundle={self.ca_file}", f"--webhook-url={self.url('webhook')}"]
             tls += ["--identity=dev-controller", "--workers=1", "--threads=2"]
-        return [_bin(f"trustgate-{service}"), *common, *tls]
+        extra = self.service_args.get(service, [])
+        replaced = {arg.split("=", 1)[0] for arg in extra}
+        kept = [arg for arg in [*common, *tls] if arg.split("=", 1)[0] not in replaced]
+        return [_bin(f"trustgate-{service}"), *kept, *extra]
 
     def service_kubeconfig(self, service: str) -> Path:
         """The service's kubeconfig: its own identity, and the API server at `servers[service]` if set."""
@@ -287,23 +294,35 @@ class DevStack:
             target.write_bytes(Path(source).read_bytes())
             target.chmod(0o600)
 
-    def _scheduler_config(self) -> str:
-        (config,) = _load_yaml(DEPLOY / "scheduler-config.yaml")
+    def _scheduler_config(self, without_extender: bool = False) -> str:
+        """The chart's kube-scheduler configuration (or its emergency one, without the extender), with this
+        stack's paths and URLs."""
+        (configmap,) = [m for m in self.manifests if m["metadata"]["name"] == "trustgate-scheduler-config"]
+        key = "kube-scheduler-config-without-extender.yaml" if without_extender else "kube-scheduler-config.yaml"
+        config = yaml.safe_load(configmap["data"][key])
         config["clientConnection"]["kubeconfig"] = str(self.cp.scheduler_kubeconfig)
         config["leaderElection"] = {"leaderElect": False}
-        extender = config["extenders"][0]
-        extender["urlPrefix"] = self.url("extender")
-        extender["tlsConfig"] = {
-            "caFile": str(self.ca_file),
-            "certFile": str(self.workdir / "scheduler-client.crt"),
-            "keyFile": str(self.workdir / "scheduler-client.key"),
-        }
+        for extender in config.get("extenders") or []:
+            extender["urlPrefix"] = self.url("extender")
+            extender["tlsConfig"] = {
+                "caFile": str(self.ca_file),
+                "certFile": str(self.workdir / "scheduler-client.crt"),
+                "keyFile": str(self.workdir / "scheduler-client.key"),
+            }
         return yaml.safe_dump(config)
 
+    def use_scheduler_config(self, text: str) -> None:
+        """Restart kube-scheduler with this configuration, as a kubeadm host does when its manifest changes;
+        returns once it is ready."""
+        self.cp.stop_component("kube-scheduler")
+        self.cp.scheduler_config = text
+        self.cp.scheduler_config_file.write_text(text)
+        self.cp.start_component("kube-scheduler")
+
     def create_configurations(self) -> None:
-        """The two (empty) webhook configurations of deploy/webhook.yaml, which the controller fills."""
-        documents = [d for d in _load_yaml(DEPLOY / "webhook.yaml") if d["kind"].endswith("WebhookConfiguration")]
-        self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": documents}))
+        """The chart's two (empty) webhook configurations, which the controller fills."""
+        kinds = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+        self.kubectl("apply", "-f", "-", input=chart.as_list(chart.of_kind(self.manifests, *kinds)))
 
     def wait_configured(self, timeout: float = 60.0) -> None:
         """Until the controller has filled the webhook configurations from the policies."""

@@ -10,8 +10,8 @@ decrypting layers through trustgate-layer-decoder and trustgate-keyprovider.
 Only the hardware is emulated: each node's TPM is a swtpm on that node's own loopback (nothing else
 reaches it), with an EK certificate from a local CA. Everything else is the real thing: kubelets and
 containerd 2.4 (`devkit.nodes`), Debian's docker-registry over TLS, the authority under gunicorn over
-TLS with its ServiceAccount identity and the RBAC of deploy/, the agents and key providers with each
-node's kubelet-style client certificate.
+TLS with its ServiceAccount identity and the RBAC the Helm chart renders (`attestation.keyBroker`), the
+agents and key providers with each node's kubelet-style client certificate.
 """
 
 from __future__ import annotations
@@ -29,9 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from devkit.devstack import DEPLOY, ROOT
+from devkit.devstack import ROOT
 from devkit.nodes.configs import Decryption
 from devkit.nodes.kit import NodeKit
 from devkit.nodes.node import WorkerNode
@@ -194,12 +192,15 @@ class EncryptedImages:
         ).start()
 
     def _install(self) -> None:
-        self.kubectl("apply", "-f", str(DEPLOY / "crds.yaml"), "-f", str(DEPLOY / "namespace.yaml"))
-        self.kubectl("apply", "-f", str(DEPLOY / "attestation-crds.yaml"), "-f", str(DEPLOY / "rbac.yaml"))
-        rbac = [d for d in yaml.safe_load_all((DEPLOY / "attestation.yaml").read_text()) if d]
-        rbac = [d for d in rbac if d["kind"] in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
-        manifest = self.workdir / "attestation-rbac.json"
-        manifest.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": rbac}))
+        """The CRDs and the authority's and key broker's RBAC, as the Helm chart renders them."""
+        from devkit import chart
+
+        values = {"issuer": {"name": ISSUER}, "attestation": {"enabled": True, "keyBroker": {"enabled": True}}}
+        rendered = chart.render(values, namespace="trustgate-system")
+        rbac = chart.of_kind(rendered, "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "trustgate-system"}}
+        manifest = self.workdir / "install.json"
+        manifest.write_text(chart.as_list([*chart.crds(), namespace, *rbac]))
         self.kubectl("apply", "-f", str(manifest))
         for crd in ("nodetrustreports", "trustpolicies", "trustflavors", "attestedagents"):
             self.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}.trustgate.dev")

@@ -127,6 +127,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
     binder: Binder | None = None,
     client_certificates: bool = False,
+    client_names: tuple[str, ...] = (),
 ) -> Flask:
     """The extender's WSGI app over `cluster`. `clock` gives `now` for report expiry (once per request)."""
     app = Flask("trustgate.extender")
@@ -142,6 +143,7 @@ def create_app(
             app,
             ("/filter", "/prioritize", "/bind"),
             lambda why: reply(encode_error(Reason(Code.BAD_REQUEST, why)), 401),
+            client_names,
         )
     index = NodeIndex()  # per-node facts kept across requests (see extender.filter)
     recent = RecentPods()  # the pods filtered lately, for their Bind

@@ -52,6 +52,7 @@ def create(settings: ExtenderSettings) -> Flask:
         cache,
         binder=lambda namespace, pod, uid, node: bind_pod(api, namespace, pod, uid, node),
         client_certificates=settings.client_ca is not None,
+        client_names=settings.client_names,
     )
     tune_gc()
     return app

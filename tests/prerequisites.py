@@ -7,6 +7,7 @@ from typing import NoReturn
 
 import pytest
 
+from devkit.chart import ChartError, helm_binary
 from devkit.swtpm import INSTALL_HINT, missing_tools
 
 
@@ -25,3 +26,10 @@ def require_tpm_tools() -> None:
     missing = missing_tools()
     if missing:
         unavailable(f"{', '.join(missing)} not installed; {INSTALL_HINT}")
+
+
+def require_helm() -> None:
+    try:
+        helm_binary()
+    except ChartError as error:
+        unavailable(str(error))

@@ -246,6 +246,11 @@ class ServingSettings(Settings):
     tls_cert: str | None = option("serving certificate (PEM; TLS 1.2 or newer only)")
     tls_key: str | None = option("serving certificate's private key (PEM)")
     client_ca: str | None = option("require client certificates signed by this CA (mTLS)")
+    client_names: tuple[str, ...] = option(
+        "accept only client certificates with one of these common names (repeatable; default: any the CA signed)",
+        repeated=True,
+        flag="--client-name",
+    )
     workers: int = option("gunicorn worker processes", 1, parse=positive_int)
     threads: int = option("threads per worker", 4, parse=positive_int)
 

@@ -89,6 +89,7 @@ def create_app(
     registry: CollectorRegistry | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     client_certificates: bool = False,
+    client_names: tuple[str, ...] = (),
 ) -> Flask:
     """The webhook application: `POST /validate`, `POST /mutate`, `GET /healthz`, `/readyz`, `/metrics`.
 
@@ -105,7 +106,10 @@ def create_app(
 
     if client_certificates:  # only kube-apiserver (its client certificate) may ask for decisions
         require_client_certificate(
-            app, ("/validate", "/mutate"), lambda why: answer(_status(401, "Unauthorized", why), 401)
+            app,
+            ("/validate", "/mutate"),
+            lambda why: answer(_status(401, "Unauthorized", why), 401),
+            client_names,
         )
 
     def bad_request(message: str) -> Response:

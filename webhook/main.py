@@ -43,7 +43,13 @@ def create(settings: WebhookSettings) -> Flask:
     if not settings.no_events:
         sinks.append(EventSink(client.CoreV1Api(api)))
     registry = CollectorRegistry()
-    app = create_app(cache, AuditLog(sinks, registry), registry, client_certificates=settings.client_ca is not None)
+    app = create_app(
+        cache,
+        AuditLog(sinks, registry),
+        registry,
+        client_certificates=settings.client_ca is not None,
+        client_names=settings.client_names,
+    )
     gc.freeze()  # keep the start-up objects out of full collections (a pause in the request path)
     return app
 

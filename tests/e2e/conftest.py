@@ -8,11 +8,13 @@ import pytest
 
 from devkit.devstack import DevStack
 
+from ..prerequisites import require_helm
 from .harness import binaries
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    require_helm()  # the stack installs what the chart renders
     dev = DevStack(tmp_path_factory.mktemp("stack"), bin_dir=binaries())
     try:
         dev.up()

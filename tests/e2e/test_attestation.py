@@ -2,7 +2,7 @@
 
 Real parts: kube-apiserver, kube-scheduler (with the extender), etcd, the webhook and the label
 controller (the shared DevStack); the attestation authority under gunicorn over TLS with its own
-ServiceAccount identity and the RBAC of deploy/attestation.yaml; one trust agent process per emulated
+ServiceAccount identity and the RBAC of the Helm chart; one trust agent process per emulated
 host talking to its own swtpm through tpm2-tools over TCP, exactly as it would to /dev/tpmrm0.
 Only the hardware is emulated: each host is a swtpm with an EK certificate from a local CA, an
 identity file pair (product_uuid, boot_id) and an API-only Node with the same systemUUID and bootID.

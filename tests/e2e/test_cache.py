@@ -5,10 +5,10 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from devkit import chart
 from devkit.controlplane import ControlPlane
 from devkit.factories import Issuer, boot_of, uuid_of
 from devkit.waiting import eventually
@@ -21,7 +21,6 @@ from trustgate.core.reasons import NO_REPORT
 from .harness import binaries
 
 pytestmark = pytest.mark.e2e
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +28,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     cp = ControlPlane(tmp_path_factory.mktemp("cache-cp"), bin_dir=binaries())
     cp.start()
     try:
-        cp.kubectl_run("apply", "-f", str(DEPLOY / "crds.yaml"))
+        cp.kubectl_run("apply", "-f", str(chart.CHART / "crds"))
         cp.kubectl_run("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
         yield cp
     finally:

@@ -210,21 +210,25 @@ UNREACHABLE_WEBHOOK = {
 }
 
 
-def test_a_pod_admitted_with_the_webhook_removed_cannot_decrypt(world: EncryptedImages) -> None:
-    """The README's emergency procedure (the webhook configuration deleted) admits a pod pinned to the
-    failing node with nodeName; its pull still gets no key."""
+def test_a_pod_admitted_while_the_webhook_fails_open_cannot_decrypt(world: EncryptedImages) -> None:
+    """The README's emergency procedure for a webhook that cannot come back (failurePolicy Ignore: pods are
+    admitted unjudged) admits a pod pinned to the failing node with nodeName; its pull still gets no key.
+    No trustgate webhook runs on this cluster: a configuration pointing nowhere stands for one that is down."""
     world.apply(UNREACHABLE_WEBHOOK)
     pinned = world.pod("pinned-secret", SECRET, node_name="node-2")
     down = eventually(
         lambda: "failed calling webhook" in _create_error(world, pinned), "the webhook to refuse", timeout=30
     )
     assert down
-    world.kubectl("delete", "validatingwebhookconfiguration", "trustgate")  # the emergency procedure
-    eventually(lambda: _create_error(world, pinned) == "", "the pod to be admitted without the webhook", timeout=30)
+    # the emergency procedure: what `helm upgrade ... --set webhook.failurePolicy=Ignore` renders
+    patch = [{"op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Ignore"}]
+    world.kubectl("patch", "validatingwebhookconfiguration", "trustgate", "--type=json", "-p", json.dumps(patch))
+    eventually(lambda: _create_error(world, pinned) == "", "the pod to be admitted unjudged", timeout=30)
     event = _pull_refused(world, "pinned-secret")
     assert "level runtime not trusted" in event
     _never_decrypted(world, "node-2")
     world.delete_pod("pinned-secret")
+    world.kubectl("delete", "validatingwebhookconfiguration", "trustgate")
 
 
 def _create_error(world: EncryptedImages, body: dict[str, Any]) -> str:

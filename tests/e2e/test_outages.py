@@ -175,3 +175,112 @@ def _readyz(stack: DevStack, service: str) -> int:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
+
+
+# --- the README's emergency procedures ("If trustgate is down"), step by step ------------------------------
+
+
+def only_for(name: str, node: str) -> dict[str, Any]:
+    """A trust pod that kube-scheduler may place only on `node`."""
+    manifest = pod(name, "outage", trust=True)
+    terms = [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]
+    manifest["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] = {
+        "nodeSelectorTerms": terms
+    }
+    return manifest
+
+
+def pinned(name: str, node: str) -> dict[str, Any]:
+    """A trust pod created bound to `node` (spec.nodeName): no scheduler, only the webhook judges it."""
+    manifest = pod(name, "outage", trust=True)
+    del manifest["spec"]["affinity"]
+    manifest["spec"]["nodeName"] = node
+    return manifest
+
+
+def restart_controller(stack: DevStack, *flags: str) -> None:
+    """What `helm upgrade --reuse-values --set controller.…` does to the controller: new flags, restarted."""
+    stack.stop_service("controller")
+    stack.service_args["controller"] = list(flags)
+    stack.start_service("controller")
+
+
+def bindings_judged_for(stack: DevStack, user: str) -> bool:
+    (bindings,) = [w for w in stack.webhooks("validating") if w["name"] == "bindings.trustgate.dev"]
+    return f"request.userInfo.username != '{user}'" not in json.dumps(bindings.get("matchConditions"))
+
+
+def binding_refused(stack: DevStack, name: str) -> bool:
+    events = stack.kubectl(
+        "get", "events", "-n", "outage", "--field-selector", f"involvedObject.name={name}", "-o", "json"
+    )
+    return any("bindings.trustgate.dev" in (e.get("message") or "") for e in json.loads(events.stdout)["items"])
+
+
+def test_the_extender_emergency_procedure_schedules_trust_pods_only_where_the_webhook_lets_them(
+    stack: DevStack, nodes: Fleet, cleanup: None
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    stack.crash_service("extender")  # it cannot be brought back: trust pods wait
+    waiting = f"waiting-{tag}"
+    assert create(stack, pod(waiting, "outage", trust=True))[0]
+    try:
+        # 1. helm upgrade --reuse-values --set controller.checkSchedulerBindings=true
+        restart_controller(stack, "--check-scheduler-bindings")
+        eventually(lambda: bindings_judged_for(stack, "system:kube-scheduler"), "kube-scheduler's bindings judged", 30)
+        # 2. kube-scheduler with the chart's kube-scheduler-config-without-extender.yaml
+        stack.use_scheduler_config(stack._scheduler_config(without_extender=True))
+        # the waiting pod and new ones are placed, on the trusted node only; the webhook refuses the other
+        placed = f"placed-{tag}"
+        assert create(stack, pod(placed, "outage", trust=True))[0]
+        for name in (waiting, placed):
+            assert eventually(lambda n=name: node_of(stack, "outage", n), f"{name} placed", 90) == TRUSTED_NODE
+        refused = f"refused-{tag}"
+        assert create(stack, only_for(refused, BARE_NODE))[0]
+        eventually(lambda: binding_refused(stack, refused), "a binding to the node without a report refused", 60)
+        assert node_of(stack, "outage", refused) is None
+        plain = f"plain-{tag}"
+        assert create(stack, pod(plain, "outage"))[0]
+        eventually(lambda: node_of(stack, "outage", plain), "a plain pod scheduled", 60)
+    finally:
+        # 3. back: the extender, kube-scheduler's configuration with it, checkSchedulerBindings=false
+        stack.start_service("extender")
+        stack.use_scheduler_config(stack._scheduler_config())
+        restart_controller(stack)
+    eventually(lambda: not bindings_judged_for(stack, "system:kube-scheduler"), "kube-scheduler's bindings exempt", 30)
+    after = f"after-{tag}"
+    assert create(stack, pod(after, "outage", trust=True))[0]
+    assert eventually(lambda: node_of(stack, "outage", after), "a trust pod placed by the extender", 90) == TRUSTED_NODE
+
+
+def test_the_webhook_emergency_procedure_admits_trust_pods_unjudged_until_it_is_undone(
+    stack: DevStack, nodes: Fleet, cleanup: None
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    stack.crash_service("webhook")  # it cannot be brought back: trust pods are refused
+    refused, error = create(stack, pinned(f"refused-{tag}", BARE_NODE))
+    assert not refused and "trustgate" in error
+    try:
+        # 1. helm upgrade --reuse-values --set webhook.failurePolicy=Ignore
+        restart_controller(stack, "--webhook-failure-policy=Ignore")
+        eventually(
+            lambda: (
+                {w["failurePolicy"] for w in stack.webhooks("validating") + stack.webhooks("mutating")} == {"Ignore"}
+            ),
+            "the webhooks ignoring failures",
+            30,
+        )
+        # trust pods are admitted again, unjudged: the documented price of this procedure
+        admitted = f"unjudged-{tag}"
+        eventually(lambda: create(stack, pinned(admitted, BARE_NODE))[0], "a trust pod admitted unjudged", 30)
+    finally:
+        # 2. back: the webhook, then failurePolicy=Fail
+        stack.start_service("webhook")
+        restart_controller(stack)
+    eventually(
+        lambda: {w["failurePolicy"] for w in stack.webhooks("validating") + stack.webhooks("mutating")} == {"Fail"},
+        "the webhooks failing closed again",
+        30,
+    )
+    again, error = create(stack, pinned(f"judged-{tag}", BARE_NODE))
+    assert not again and "trustgate" in error, "a pinned trust pod on the node without a report must be refused"

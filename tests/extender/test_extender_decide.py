@@ -236,7 +236,6 @@ def test_filter_without_an_index(world: World) -> None:
 # --- reason categories -------------------------------------------------------------------------------
 
 
-
 def test_index_reset_in_the_middle_of_a_request(world: World) -> None:
     """Entries held from before a reset must never share a class number with entries made after it."""
     for i in range(6):

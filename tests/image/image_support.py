@@ -104,8 +104,12 @@ class Runc:
         subprocess.run(["tar", "-C", str(layout), "-xf", str(build.archive)], check=True, timeout=300)
         tag = build.index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
         self.bundle = workdir / "bundle"
-        subprocess.run(["umoci", "unpack", "--image", f"{layout}:{tag}", str(self.bundle)], check=True,
-                       capture_output=True, timeout=300)
+        subprocess.run(
+            ["umoci", "unpack", "--image", f"{layout}:{tag}", str(self.bundle)],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
         shutil.rmtree(layout)
         self.rootfs = self.bundle / "rootfs"
         self.spec = json.loads((self.bundle / "config.json").read_text())
@@ -122,7 +126,10 @@ class Runc:
         try:
             return subprocess.run(
                 ["runc", "--root", str(self.state), "run", "--bundle", str(bundle), container],
-                capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout,
+                capture_output=True,
+                text=True,
+                stdin=subprocess.DEVNULL,
+                timeout=timeout,
             )
         finally:
             subprocess.run(["runc", "--root", str(self.state), "delete", "--force", container], capture_output=True)

@@ -60,7 +60,10 @@ def test_archive_names_the_image_for_skopeo_and_containerd(image: Build) -> None
     }
     inspected = subprocess.run(
         ["skopeo", "inspect", f"oci-archive:{image.archive}:{VERSION}"],
-        capture_output=True, text=True, check=True, timeout=120,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     described = json.loads(inspected.stdout)
     assert described["Digest"] == image.digest

@@ -170,9 +170,7 @@ def test_a_key_set_finds_keys_by_kid_and_merges_with_another() -> None:
 def test_a_missing_key_file_is_a_config_error_naming_it(tmp_path) -> None:
     missing = tmp_path / "nope.json"
 
-    assert (
-        config_error(load_keys, jwks_paths=[missing]) == f"cannot read key file {missing}: No such file or directory"
-    )
+    assert config_error(load_keys, jwks_paths=[missing]) == f"cannot read key file {missing}: No such file or directory"
     assert config_error(load_keys, pem_paths=[missing]).startswith(f"cannot read key file {missing}")
 
 
@@ -187,9 +185,7 @@ def test_a_jwks_file_that_is_not_json_is_a_config_error(tmp_path) -> None:
 def test_json_that_is_not_a_jwks_is_a_config_error(tmp_path, document) -> None:
     path = write_json(tmp_path / "jwks.json", document)
 
-    assert config_error(load_keys, jwks_paths=[path]) == (
-        f"{path}: not a JWKS (expected an object with a 'keys' list)"
-    )
+    assert config_error(load_keys, jwks_paths=[path]) == (f"{path}: not a JWKS (expected an object with a 'keys' list)")
 
 
 @pytest.mark.parametrize(

@@ -90,6 +90,9 @@ class Scope:
     exempt: frozenset[str]
     binders: tuple[str, ...] = (SCHEDULER,)  # they consult the extender, which checks at bind time
     timeout_seconds: int = 3
+    # Ignore lets the API server admit what the webhook could not judge while it is down (the extender
+    # still filters kube-scheduler's pods); an operator's explicit choice, never the default.
+    failure_policy: str = "Fail"
 
 
 def validating_webhooks(policies: Sequence[TrustPolicy], scope: Scope, endpoint: Endpoint) -> list[dict[str, Any]]:
@@ -253,7 +256,7 @@ def _webhook(
         "name": name,
         "admissionReviewVersions": ["v1"],
         "sideEffects": "NoneOnDryRun",
-        "failurePolicy": "Fail",
+        "failurePolicy": scope.failure_policy,
         "timeoutSeconds": scope.timeout_seconds,
         "matchPolicy": "Equivalent",
         "clientConfig": dict(client_config),

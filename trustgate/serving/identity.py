@@ -62,13 +62,19 @@ def peer_identity(environ: Mapping[str, Any]) -> ClientIdentity | None:
     return identity_from_der(der) if der else None
 
 
-def require_client_certificate(app: Flask, paths: Iterable[str], refusal: Any) -> None:
+def require_client_certificate(app: Flask, paths: Iterable[str], refusal: Any, names: Iterable[str] = ()) -> None:
     """Answer `refusal(message)` (a 401 Response) to a request for one of `paths` without a verified
-    client certificate."""
-    protected = frozenset(paths)
+    client certificate, or (with `names`) with one whose common name is not among them: a cluster CA
+    signs many clients, and only kube-scheduler, or kube-apiserver, may ask for a decision."""
+    protected, allowed = frozenset(paths), frozenset(names)
 
     @app.before_request
     def authenticate() -> Response | None:
-        if request.path in protected and peer_identity(request.environ) is None:
+        if request.path not in protected:
+            return None
+        identity = peer_identity(request.environ)
+        if identity is None:
             return refusal("a client certificate signed by the configured client CA is required")
+        if allowed and identity.common_name not in allowed:
+            return refusal(f"client {identity.common_name!r} may not ask for decisions")
         return None

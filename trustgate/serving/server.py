@@ -206,29 +206,6 @@ def gunicorn_settings(
     return {name: value for name, value in settings.items() if name in _SUPPORTED or name not in _OPTIONAL}
 
 
-def gunicorn_args(app_factory_path: str, **settings: Any) -> list[str]:
-    """The same server as a gunicorn command line (for a container `command:`, or debugging), with
-    each setting's flag as gunicorn defines it. The hardened `ssl_context` hook has no command-line
-    form: the cipher list and cert_reqs still apply, and the TLS 1.2 minimum then comes from Python's
-    defaults (3.10 and later)."""
-    known = Config().settings
-    args: list[str] = []
-    for name, value in gunicorn_settings(**settings).items():
-        setting = known[name]
-        if value is None or callable(value) or not setting.cli:
-            continue
-        flag = max(setting.cli, key=len)  # the long form
-        if setting.action in ("store_true", "store_false"):
-            if value != setting.default:
-                args.append(flag)  # the flag flips the default
-        elif isinstance(value, list):
-            for item in value:
-                args += [flag, str(item)]
-        else:
-            args += [flag, str(int(value) if isinstance(value, bool) else value)]
-    return [*args, f"{app_factory_path}()"]
-
-
 def load_factory(app_factory_path: str) -> Callable[[], Any]:
     """`module:function` -> the function."""
     module_name, _, attribute = app_factory_path.partition(":")
