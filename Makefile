@@ -30,7 +30,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache
 
 # A real control plane (built once from the Go module proxy, cached in ~/.cache/trustgate) with trustgate.
-.PHONY: controlplane tpm-tools registry-tools layer-decoder dev-up dev-down demo
+.PHONY: controlplane tpm-tools registry-tools layer-decoder dev-up dev-down dev-encrypted demo
 # Debian's swtpm and tpm2-tools: the emulated TPMs of the attestation tests (needs root and apt).
 tpm-tools:
 	bash agent/install-tpm-tools.sh
@@ -48,6 +48,10 @@ layer-decoder:
 
 dev-up: $(STAMP) controlplane
 	$(BIN)/python -m devkit.devstack up
+
+# Encrypted images on two real nodes (local registry, key broker, emulated TPMs) until Ctrl-C; needs root.
+dev-encrypted: $(STAMP) controlplane registry-tools layer-decoder
+	$(BIN)/python -m devkit.encrypted .dev/encrypted
 
 dev-down: $(STAMP)
 	$(BIN)/python -m devkit.devstack down

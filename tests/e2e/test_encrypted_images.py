@@ -155,6 +155,7 @@ def test_an_encrypted_image_runs_on_the_trusted_node(world: EncryptedImages) -> 
     seconds = world.running("secret-a")
     logs = world.kubectl("logs", "secret-a").stdout
     assert MARKER in logs
+    assert _diff_id(world) in world.unpacked_layers("node-1")  # what the failing node never gets
     [release] = _records(world, "node-1", "released")
     assert release["image"] == SECRET and release["policy"] == f"TrustPolicy {POLICY}"
     assert release["user"] == "CN=system:node:node-1, O=system:nodes"
