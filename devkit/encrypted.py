@@ -514,7 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     decoder = subprocess.run(
         ["bash", str(ROOT / "keyprovider/build-decoder.sh")], check=True, capture_output=True, text=True
     ).stdout.split()[-1]
-    world = EncryptedImages(args.workdir, find_kit(build=True), Path(decoder), find_binaries(build=True)).up()
+    workdir = args.workdir / time.strftime("%Y%m%d-%H%M%S")  # every run from scratch: new TPMs, keys, cluster
+    world = EncryptedImages(workdir, find_kit(build=True), Path(decoder), find_binaries(build=True)).up()
     try:
         print(f"registry https://{BRIDGE}:{REGISTRY_PORT} (CA {world.cp.ca.cert_file}), key broker {world.url}")
         print(f"kubeconfig {world.cp.kubeconfig}; nodes {', '.join(world.names)}; broker audit {world.audit_log}")
