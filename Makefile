@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml devkit/pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]' -e ./devkit
 	touch $(STAMP)
 
-test: $(STAMP) controlplane tpm-tools image-tools helm
+test: $(STAMP) controlplane tpm-tools image-tools helm registry-tools layer-decoder
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -30,7 +30,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache
 
 # A real control plane (built once from the Go module proxy, cached in ~/.cache/trustgate) with trustgate.
-.PHONY: controlplane tpm-tools dev-up dev-down demo
+.PHONY: controlplane tpm-tools registry-tools layer-decoder dev-up dev-down dev-encrypted demo
 # Debian's swtpm and tpm2-tools: the emulated TPMs of the attestation tests (needs root and apt).
 tpm-tools:
 	bash agent/install-tpm-tools.sh
@@ -38,8 +38,20 @@ tpm-tools:
 controlplane:
 	bash devkit/controlplane/build.sh
 
+# Encrypted images: Debian's docker-registry (the local registry of the e2e cluster; needs root and apt) and
+# trustgate-layer-decoder, containerd's stream processor (Go, cached in ~/.cache/trustgate; about 70 s cold).
+registry-tools:
+	command -v docker-registry >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-registry; }
+
+layer-decoder:
+	bash keyprovider/build-decoder.sh
+
 dev-up: $(STAMP) controlplane
 	$(BIN)/python -m devkit.devstack up
+
+# Encrypted images on two real nodes (local registry, key broker, emulated TPMs) until Ctrl-C; needs root.
+dev-encrypted: $(STAMP) controlplane registry-tools layer-decoder
+	$(BIN)/python -m devkit.encrypted .dev/encrypted
 
 dev-down: $(STAMP)
 	$(BIN)/python -m devkit.devstack down

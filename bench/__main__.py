@@ -24,6 +24,8 @@ alternating A and B (ABBA order) so that noise from other load on the machine hi
                    first refusal by the extender (POST /filter) and by the webhook (server-side
                    dry-run create), 100 trials
   memory           RSS of each extender and webhook gunicorn worker holding 500 and 5,000 nodes
+  encrypted        pod start on a real node from an encrypted image against a plain one of the same size,
+                   side by side (bench.encrypted: real kubelet and containerd, key broker, emulated TPM)
 
 The stack benchmarks (webhook-threads ... memory) run the real control plane, built once by
 `devkit/controlplane/build.sh` (cached in ~/.cache/trustgate), in a throw-away directory.
@@ -51,8 +53,10 @@ from typing import Any
 
 from bench.common import ROOT, fmt, fmt_summary, loadavg, machine, summary
 
-SECTIONS = ("verify", "filter", "admission", "webhook-threads", "scheduling", "scale", "revocation", "memory")
-STACK_SECTIONS = frozenset(SECTIONS[3:])
+SECTIONS = (
+    "verify", "filter", "admission", "webhook-threads", "scheduling", "scale", "revocation", "memory", "encrypted",
+)  # fmt: skip
+STACK_SECTIONS = frozenset(SECTIONS[3:8])
 
 TARGETS = {
     "plain_ratio": 0.95,  # plain pods with trustgate installed: >= 95% of no trustgate
@@ -448,6 +452,11 @@ def table(results: dict[str, Any]) -> str:
     def add(figure: str, value: str, target: str = "", ok: bool | None = None) -> None:
         rows.append((figure, value, target, _verdict(ok)))
 
+    if results.get("encrypted"):
+        from bench.encrypted import rows as encrypted_rows
+
+        for figure, value in encrypted_rows(results["encrypted"]):
+            add(figure, value)
     stack: StackResults | None = results.get("stack")
     if stack and stack.scheduling:
         _scheduling_rows(add, stack.scheduling, "")
@@ -720,6 +729,11 @@ def main(argv: list[str] | None = None) -> int:
             log(f"stack benchmarks failed:\n{traceback.format_exc()}")
             results["stack_error"] = f"{type(error).__name__}: {error}"
         timings["stack"] = time.monotonic() - begun
+
+    if "encrypted" in selected:
+        from bench.encrypted import run as run_encrypted
+
+        section("encrypted", lambda: run_encrypted(pairs=2 if args.quick else 5, payload_mib=8))
 
     results["load_end"] = loadavg()
     results["section_seconds"] = timings

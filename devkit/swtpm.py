@@ -20,7 +20,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,9 +94,13 @@ class LocalCa:
 
 @dataclass
 class SoftwareTpm:
+    """A swtpm on 127.0.0.1. With `enter` (e.g. a real node's `WorkerNode.enter`), it runs in that node's
+    namespaces, on the node's own loopback: only processes of that node reach it, as a host's TPM."""
+
     directory: Path
     ca: LocalCa
     port: int = 0
+    enter: Callable[[list[str]], list[str]] | None = None
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -129,24 +135,39 @@ class SoftwareTpm:
         if result.returncode != 0:
             raise RuntimeError(f"swtpm_setup failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
 
+    def _argv(self, argv: list[str]) -> list[str]:
+        return self.enter(argv) if self.enter is not None else argv
+
+    def _listening(self) -> bool:
+        if self.enter is None:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return True
+            except OSError:
+                return False
+        probe = f"import socket; socket.create_connection(('127.0.0.1', {self.port}), timeout=0.5)"
+        return subprocess.run(self._argv([sys.executable, "-c", probe]), capture_output=True).returncode == 0
+
     def start(self) -> SoftwareTpm:
         self.manufacture()
-        self.port = self.port or free_port_pair()
+        self.port = self.port or (2321 if self.enter is not None else free_port_pair())
         log = open(self.directory / "swtpm.log", "ab")  # noqa: SIM115 - owned by the child
         self._process = subprocess.Popen(
-            [
-                "swtpm",
-                "socket",
-                "--tpm2",
-                "--server",
-                f"type=tcp,port={self.port},bindaddr=127.0.0.1",
-                "--ctrl",
-                f"type=tcp,port={self.port + 1},bindaddr=127.0.0.1",
-                "--tpmstate",
-                f"dir={self.state}",
-                "--flags",
-                "not-need-init,startup-clear",
-            ],
+            self._argv(
+                [
+                    "swtpm",
+                    "socket",
+                    "--tpm2",
+                    "--server",
+                    f"type=tcp,port={self.port},bindaddr=127.0.0.1",
+                    "--ctrl",
+                    f"type=tcp,port={self.port + 1},bindaddr=127.0.0.1",
+                    "--tpmstate",
+                    f"dir={self.state}",
+                    "--flags",
+                    "not-need-init,startup-clear",
+                ]
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -155,13 +176,11 @@ class SoftwareTpm:
         while True:
             if self._process.poll() is not None:
                 raise RuntimeError(f"swtpm exited with {self._process.returncode}; see {self.directory / 'swtpm.log'}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"swtpm did not listen on port {self.port}") from None
-                time.sleep(0.05)
+            if self._listening():
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"swtpm did not listen on port {self.port}")
+            time.sleep(0.05)
         self._relax_dictionary_attack_protection()
         return self
 
@@ -174,7 +193,7 @@ class SoftwareTpm:
             ["tpm2_dictionarylockout", "--setup-parameters", "--max-tries=1000", "--recovery-time=1",
              "--lockout-recovery-time=1"],
         ):  # fmt: skip
-            subprocess.run(argv, env=env, capture_output=True, check=True, timeout=30)
+            subprocess.run(self._argv(argv), env=env, capture_output=True, check=True, timeout=30)
 
     def stop(self) -> None:
         process, self._process = self._process, None

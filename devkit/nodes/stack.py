@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from devkit.nodes.cluster_access import apiserver_args, controller_manager_args
+from devkit.nodes.configs import Decryption
 from devkit.nodes.hostproxy import HostProxy
 from devkit.nodes.kit import NodeKit
 from devkit.nodes.namespaces import Identity
@@ -40,6 +41,8 @@ class NodeStack:
     identities: dict[str, Identity] = field(default_factory=dict)
     node_labels: Mapping[str, str] = field(default_factory=dict)
     mixed_with_api_only_nodes: bool = True
+    decryption: Decryption | None = None
+    registry_config_dir: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -82,7 +85,16 @@ class NodeStack:
             self._started.append(self.proxy)
             self.nodes = {
                 name: WorkerNode(
-                    name, index, self.identities[name], cp, self.net, self.kit, self.workdir / name, self.node_labels
+                    name,
+                    index,
+                    self.identities[name],
+                    cp,
+                    self.net,
+                    self.kit,
+                    self.workdir / name,
+                    self.node_labels,
+                    decryption=self.decryption,
+                    registry_config_dir=self.registry_config_dir,
                 )
                 for index, name in enumerate(self.node_names, start=1)
             }
