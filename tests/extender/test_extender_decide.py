@@ -15,8 +15,9 @@ from extender.filter import (
     prioritize_nodes,
     requirement_of,
 )
+from trustgate.core.node import NodeTrust
 from trustgate.core.policy import pod_facts
-from trustgate.core.reasons import NO_REPORT
+from trustgate.core.reasons import NO_REPORT, UNKNOWN_NODE
 
 from .extender_support import NOW, World, names_args, nodes_args, trust_pod
 
@@ -138,6 +139,7 @@ POLICIES = [
 
 
 def random_world(world: World, seed: int, size: int = 120) -> list[str]:
+    """Nodes failing each way, and valid ones expiring around the instants tested (`INSTANTS`)."""
     rng = random.Random(seed)
     names = []
     for i in range(size):
@@ -176,6 +178,11 @@ def plain(snapshot, pod, names, now):
     return passed, failed, clean
 
 
+# Around the reports' edges and the 30 s skew, then back in time: what the index keeps from a later
+# instant (an expiry's reason, a class's verdict) must not leak into an earlier one.
+INSTANTS = (NOW, NOW + 29.9995, NOW + 30, NOW + 30.0005, NOW - 31, NOW + 1800, NOW, NOW + 29.9995, NOW - 31)
+
+
 @pytest.mark.parametrize("kind", sorted(REQUIREMENTS))
 @pytest.mark.parametrize("seed", [1, 2])
 def test_memoized_filter_equals_plain_evaluate(world: World, kind: str, seed: int) -> None:
@@ -185,9 +192,9 @@ def test_memoized_filter_equals_plain_evaluate(world: World, kind: str, seed: in
     assert snapshot.requirement(pod_facts(pod)) is not None
     index = NodeIndex()
     objects = [*world.node_objects(names), node_object("ghost")]
-    for now in (NOW, NOW + 29.9995, NOW + 30, NOW + 30.0005, NOW - 31, NOW + 1800):
+    for now in INSTANTS:
         expected_passed, expected_failed, _ = plain(snapshot, pod, names, now)
-        for _ in range(2):  # a cold, then a warm index
+        for _ in range(2):  # cold at first, then warm
             outcome = filter_nodes(snapshot, pod, names, now, by_name=True, index=index)
             assert outcome.passed == expected_passed
             assert outcome.failed == expected_failed
@@ -221,11 +228,22 @@ def test_index_follows_snapshot_changes(world: World) -> None:
 
 
 def test_index_is_bounded(world: World) -> None:
-    world.node("a")
     index = NodeIndex(limit=10)
-    for _ in range(25):
-        filter_nodes(world.snapshot(), trust_pod(), ["a"], NOW, True, index)
+    for i in range(25):
+        world.nodes, world.reports = [], {}
+        names = [world.node(f"n{i}-{j}", asset_tags={"serial": f"{i}-{j}"}) for j in range(3)]  # new classes too
+        filter_nodes(world.snapshot(), trust_pod(), names, NOW, True, index)
         assert len(index) <= 10
+
+
+def test_index_entry_of_a_deleted_node(world: World) -> None:
+    world.node("a")
+    world.node("b")
+    index = NodeIndex()
+    filter_nodes(world.snapshot(), trust_pod(), ["a", "b"], NOW, True, index)
+    world.nodes = [n for n in world.nodes if n["metadata"]["name"] != "a"]
+    snapshot = world.snapshot()
+    assert filter_nodes(snapshot, trust_pod(), ["a", "b"], NOW, True, index).failed == {"a": (UNKNOWN_NODE,)}
 
 
 def test_filter_without_an_index(world: World) -> None:
@@ -236,20 +254,22 @@ def test_filter_without_an_index(world: World) -> None:
 # --- reason categories -------------------------------------------------------------------------------
 
 
-
 def test_index_reset_in_the_middle_of_a_request(world: World) -> None:
     """Entries held from before a reset must never share a class number with entries made after it."""
     for i in range(6):
-        world.node(f"ok{i}", asset_tags={"country": "US"})
         world.node(f"eu{i}", asset_tags={"country": "EU"})
+        world.node(f"ok{i}", asset_tags={"country": "US"})
     names = [f"{kind}{i}" for i in range(6) for kind in ("eu", "ok")]
     pod = trust_pod(node_selector={"asset.trustgate.dev/country": "US"})
     snapshot = world.snapshot()
     index = NodeIndex(limit=1)
-    filter_nodes(snapshot, pod, ["ok0"], NOW, True, index)  # ok0 gets the first class number
-    for _ in range(2 * len(names) - 1):  # fill up to the limit with other snapshots' objects
-        index.entry(world.snapshot().nodes["eu0"], len(names))
-    outcome = filter_nodes(snapshot, pod, names, NOW, True, index)  # resets at its first new node
+    filter_nodes(snapshot, pod, ["ok0"], NOW, True, index)  # the US class gets the first number
+    for i in range(2 * len(names) - 2):  # to one short of the limit, with entries of nodes deleted since
+        index.entry(NodeTrust(name=f"gone{i}"), len(names))
+    # eu0 takes the last place (a second class number), ok0 has its entry, eu1 resets the index: had the
+    # numbers started over, the EU class would now get the US class's number, and eu1 its verdict.
+    outcome = filter_nodes(snapshot, pod, names, NOW, True, index)
     expected_passed, expected_failed, _ = plain(snapshot, pod, names, NOW)
     assert outcome.passed == expected_passed
     assert outcome.failed == expected_failed
+    assert len(index) < 2 * len(names)  # it did reset
