@@ -203,6 +203,8 @@ def encode_error(reason: Reason) -> bytes:
     return encode_filter_result(ExtenderArgs(pod={}), None, error=reason)
 
 
-def encode_priorities(scores: Sequence[tuple[str, int]]) -> bytes:
-    """A HostPriorityList."""
-    return _dumps([{"Host": host, "Score": score} for host, score in scores])
+def encode_priorities(hosts: Sequence[str], scores: Sequence[int]) -> bytes:
+    """A HostPriorityList: `scores[i]` (0..MAX_PRIORITY) is the score of `hosts[i]`."""
+    if len(hosts) != len(scores):
+        raise ValueError("one score per host")
+    return _dumps([{"Host": host, "Score": score} for host, score in zip(hosts, scores, strict=True)])
