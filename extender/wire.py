@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from trustgate.core.reasons import Reason, describe
@@ -231,7 +232,8 @@ def encode_priorities(hosts: Sequence[str], scores: Sequence[int]) -> bytes:
         return _dumps([{"Host": host, "Score": score} for host, score in zip(hosts, scores, strict=True)])
     pieces: list[str] = ['[{"Host":"'] * (2 * len(hosts) + 1)
     pieces[1::2] = hosts
-    pieces[2::2] = map(_SCORE_THEN_HOST.__getitem__, scores)
+    separators = itemgetter(*scores)(_SCORE_THEN_HOST)  # in one call (a single score gives a single string)
+    pieces[2::2] = separators if len(scores) > 1 else (separators,)
     pieces[-1] = _LAST_SCORE[scores[-1]]
     return "".join(pieces).encode()
 
