@@ -118,11 +118,13 @@ def prioritize_nodes(
     """Scores 0..10, preferring reports with more validity left.
 
     A node that passes every check of the pod's requirement scores
-    `1 + round(9 * remaining / max_remaining)`, where `remaining` is the time its report has left and
-    `max_remaining` the largest among those nodes: the freshest scores 10 and a passing node never
-    scores below 1. Nodes with any failed check (including Warn-only ones) score 0. Pods that need no
-    trust score 0 everywhere (no opinion, so the other scores decide), as do all nodes when the
-    snapshot has not synced or the pod is malformed; the filter already refuses those.
+    `1 + round(9 * remaining / max_remaining)` (`score_at`), where `remaining` is the time its report
+    has left (at least 0) and `max_remaining` the largest among those nodes: the freshest scores 10
+    and a passing node never scores below 1. Nodes with any failed check (including Warn-only ones)
+    score 0. Pods that need no trust score 0 everywhere (no opinion, so the other scores decide), as
+    do all nodes when the snapshot has not synced or the pod is malformed; the filter already refuses
+    those. By name, the nodes are judged in one loop (`Judge.expiries`) and scored all at once
+    (`scores`).
     """
     names = candidates if by_name else [_name_of(obj) for obj in candidates]
     if not snapshot.synced:
