@@ -261,31 +261,18 @@ class NodeIndex:
         if (found is None and len(self.entries) >= bound) or len(self._classes) >= bound:
             self.entries, self._classes = {}, {}
         report = node.report
+        # Entry(node, failure, trust_class, start, end, expired_after, expires_at), by position: a cold
+        # index makes thousands at once.
         if node.failure is not None or report is None:
-            found = Entry(
-                node=node,
-                failure=(node.failure or NO_REPORT,),
-                trust_class=-1,
-                start=math.inf,
-                end=-math.inf,
-                expired_after=math.inf,
-                expires_at=-math.inf,
-            )
+            found = Entry(node, (node.failure or NO_REPORT,), -1, math.inf, -math.inf, math.inf, -math.inf)
         else:
             key = (node.trusted_levels, frozenset(report.asset_tags.items()))
             trust_class = self._classes.get(key)
             if trust_class is None:
                 trust_class = self._classes[key] = next(self._numbers)
             start = report.issued_at if report.not_before is None else max(report.issued_at, report.not_before)
-            found = Entry(
-                node=node,
-                failure=None,
-                trust_class=trust_class,
-                start=start + self.MARGIN,
-                end=report.expires_at - self.MARGIN,
-                expired_after=report.expires_at + self.MARGIN,
-                expires_at=report.expires_at,
-            )
+            exp = report.expires_at
+            found = Entry(node, None, trust_class, start + self.MARGIN, exp - self.MARGIN, exp + self.MARGIN, exp)
         self.entries[node.name] = found
         return found
 
@@ -464,7 +451,9 @@ class Judge:
     def by_name(self, name: str) -> Judged:
         """Judge a node that has no current entry (a cold index, a changed node), or an unknown name."""
         node = self.snapshot.nodes.get(name)
-        return self(node) if node is not None else self(self.snapshot.node(name), indexed=False)
+        if node is None:
+            return self(self.snapshot.node(name), indexed=False)
+        return self.indexed(self.index.entry(node, len(self.snapshot.nodes)))
 
     def judge(self, node: NodeTrust) -> Judged:
         verdict = self.snapshot.evaluate(self.requirement, node, self.now)
