@@ -18,7 +18,9 @@ The machine is shared: wall-clock and CPU-time percentiles are both shown (the w
 time spent preempted by other processes), and what is compared is timed in alternation, call by
 call (ABBA), so that other load hits both alike: /filter and /prioritize of the same nodes, a full
 Node request and its floor, and, with `--against REV`, this tree's extender and the one at git
-revision REV (every reply compared byte for byte). Each figure is the median of `--repeat` runs.
+revision REV (every reply compared byte for byte; each keeps its own index, so both run with more
+memory in use than one server: the absolute figures are a run's without `--against`). Each figure
+is the median of `--repeat` runs.
 `--profile CASE` runs one case under cProfile instead and prints where the time goes.
 
 Targets: p99 < 3 ms at 5,000 NodeNames; /prioritize within 1.2x /filter for the same 5,000 nodes
