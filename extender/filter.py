@@ -433,8 +433,8 @@ class Judge:
             except KeyError:
                 entry = None
             if entry is None:
-                clean = self.by_name(name)[1]  # then the node is the snapshot's and its report valid
-                add(self.snapshot.nodes[name].report.expires_at if clean else NOT_CLEAN)  # type: ignore[union-attr]
+                node, clean = self.snapshot.nodes.get(name), self.by_name(name)[1]
+                add(node.report.expires_at if clean and node is not None and node.report is not None else NOT_CLEAN)
                 continue
             if entry.start <= now_plus and now_minus < entry.end:
                 try:
