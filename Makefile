@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml devkit/pyproject.toml
 	touch $(STAMP)
 
 # Everything the end-to-end tests run on, built here: the control plane, the real nodes, the TPM tools,
-# helm and the trustgate image (`make image`; the install tests build their own two tags from the tree).
-test: $(STAMP) controlplane nodes tpm-tools image helm
+# helm, the trustgate image (`make image`; the install tests build their own two tags from the tree), and
+# the encrypted-image cluster's registry and layer decoder.
+test: $(STAMP) controlplane nodes tpm-tools image helm registry-tools layer-decoder
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
@@ -33,7 +34,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache
 
 # A real control plane (built once from the Go module proxy, cached in ~/.cache/trustgate) with trustgate.
-.PHONY: controlplane nodes tpm-tools dev-up dev-down demo
+.PHONY: controlplane nodes tpm-tools registry-tools layer-decoder dev-up dev-down dev-encrypted demo
 # Debian's swtpm and tpm2-tools: the emulated TPMs of the attestation tests (needs root and apt).
 tpm-tools:
 	bash agent/install-tpm-tools.sh
@@ -46,8 +47,20 @@ controlplane:
 nodes: controlplane
 	bash devkit/nodes/build.sh
 
+# Encrypted images: Debian's docker-registry (the local registry of the e2e cluster; needs root and apt) and
+# trustgate-layer-decoder, containerd's stream processor (Go, cached in ~/.cache/trustgate; about 70 s cold).
+registry-tools:
+	command -v docker-registry >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-registry; }
+
+layer-decoder:
+	bash keyprovider/build-decoder.sh
+
 dev-up: $(STAMP) controlplane
 	$(BIN)/python -m devkit.devstack up
+
+# Encrypted images on two real nodes (local registry, key broker, emulated TPMs) until Ctrl-C; needs root.
+dev-encrypted: $(STAMP) controlplane registry-tools layer-decoder
+	$(BIN)/python -m devkit.encrypted .dev/encrypted
 
 dev-down: $(STAMP)
 	$(BIN)/python -m devkit.devstack down

@@ -14,15 +14,21 @@ The AK is created with `tpm2_create` and every algorithm spelled out (name algor
 scheme RSASSA-SHA256, the restricted-signing attributes), not with `tpm2_createak`, whose name
 algorithm is whatever that tool's version defaults to: the authority refuses SHA-1 anywhere, and
 the agent checks the created key the same way before it keeps it.
+
+The agent and the node's key provider (`trustgate-keyprovider`, which quotes with the same AK for
+each image key it asks for) are separate processes on one TPM: a conversation holds an exclusive
+`flock` on `tpm.lock` in the state directory, so that neither flushes the other's objects midway.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +81,18 @@ class Tpm2Tools:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.timeout = timeout
-        self._lock = threading.Lock()  # one TPM conversation at a time
+        self._thread_lock = threading.Lock()  # one TPM conversation at a time in this process
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """One TPM conversation at a time: across this process's threads, and across processes that
+        share the state directory (the agent and the key provider)."""
+        with self._thread_lock, open(self.state_dir / "tpm.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -107,7 +124,7 @@ class Tpm2Tools:
     # --- what the agent needs ---------------------------------------------------------------
 
     def ek_certificate(self, index: int = EK_CERT_NV_RSA) -> bytes:
-        with self._lock, tempfile.TemporaryDirectory(prefix="tpm-") as tmp:
+        with self._lock(), tempfile.TemporaryDirectory(prefix="tpm-") as tmp:
             out = Path(tmp) / "ek.der"
             self.run("tpm2_nvread", f"0x{index:08x}", "-C", "o", "-o", str(out))
             data = out.read_bytes()
@@ -118,7 +135,7 @@ class Tpm2Tools:
 
     def ek_public(self) -> bytes:
         """The EK's TPM2B_PUBLIC."""
-        with self._lock, tempfile.TemporaryDirectory(prefix="tpm-") as tmp:
+        with self._lock(), tempfile.TemporaryDirectory(prefix="tpm-") as tmp:
             try:
                 self.flush()
                 self._create_ek(Path(tmp))
@@ -128,7 +145,7 @@ class Tpm2Tools:
 
     def ensure_ak(self, recreate: bool = False) -> bytes:
         """The AK's TPM2B_PUBLIC; creates the AK on first use (or when `recreate`)."""
-        with self._lock:
+        with self._lock():
             if recreate or not (self.ak_public_file.exists() and self.ak_private_file.exists()):
                 with tempfile.TemporaryDirectory(prefix="tpm-") as name:
                     tmp = Path(name)
@@ -176,7 +193,7 @@ class Tpm2Tools:
 
     def activate_credential(self, credential_file: bytes) -> bytes:
         """TPM2_ActivateCredential: recovers the secret the authority encrypted to this EK and AK."""
-        with self._lock, tempfile.TemporaryDirectory(prefix="tpm-") as name:
+        with self._lock(), tempfile.TemporaryDirectory(prefix="tpm-") as name:
             tmp = Path(name)
             (tmp / "credential").write_bytes(credential_file)
             try:
@@ -198,7 +215,7 @@ class Tpm2Tools:
     def quote(self, nonce: bytes, pcrs: Sequence[int] = QUOTE_PCRS) -> Quote:
         """TPM2_Quote by the AK over the SHA-256 `pcrs`, qualified by `nonce`, with their values."""
         selection = "sha256:" + ",".join(str(p) for p in sorted(pcrs))
-        with self._lock, tempfile.TemporaryDirectory(prefix="tpm-") as name:
+        with self._lock(), tempfile.TemporaryDirectory(prefix="tpm-") as name:
             tmp = Path(name)
             try:
                 self.flush()
@@ -225,7 +242,7 @@ class Tpm2Tools:
 
     def pcr_read(self, pcrs: Sequence[int] = QUOTE_PCRS) -> dict[int, bytes]:
         ordered = sorted(pcrs)
-        with self._lock, tempfile.TemporaryDirectory(prefix="tpm-") as name:
+        with self._lock(), tempfile.TemporaryDirectory(prefix="tpm-") as name:
             out = Path(name) / "pcrs"
             self.run("tpm2_pcrread", "sha256:" + ",".join(map(str, ordered)), "-o", str(out))
             values = out.read_bytes()
@@ -233,5 +250,5 @@ class Tpm2Tools:
 
     def pcr_extend(self, pcr: int, value: bytes) -> None:
         """Extend a SHA-256 PCR (tests and demos: what a changed boot component does)."""
-        with self._lock:
+        with self._lock():
             self.run("tpm2_pcrextend", f"{pcr}:sha256={value.hex()}")

@@ -7,6 +7,9 @@
     POST /v1/attest    {agent_id, nonce, quote, signature, pcrs: {"0": hex, ...}, system_uuid, boot_id}
                        -> 200 {node, levels, asset_tags, reasons, expires, renew_after}
     GET  /v1/agents    the active agents and their last result (operators: `Readers`)
+    POST /v1/keys/challenge  {}                                            -> 200 {nonce, expires}
+    POST /v1/keys/release    {nonce, session_key, annotation, quote, signature, pcrs}
+                       -> 200 {key: {epk, iv, ct}} or 403 {error, code}   (the key broker, `keybroker`)
     GET  /healthz, /readyz, /metrics   (no client certificate needed)
 
 Every `/v1` call needs a verified client certificate (`attestation.identity`): none answers 401; one
@@ -29,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from attestation.authority import Authority, Refused, Requester
 from attestation.identity import Readers
 from attestation.ratelimit import RegistrationLimiter
+from keybroker.broker import KeyBroker, KeyRefused, parse_release
 from trustgate.serving.identity import ClientIdentity, peer_identity
 
 MAX_BODY = 64 * 1024
@@ -72,6 +76,7 @@ def create_app(
     limiter: RegistrationLimiter | None = None,
     identify: Identify = peer_identity,
     ready: Callable[[], bool] = lambda: True,
+    broker: KeyBroker | None = None,
 ) -> Flask:
     """The API; `identify` reads the caller's verified client certificate (gunicorn's TLS socket)."""
     app = Flask("trustgate-attestation")
@@ -171,6 +176,26 @@ def create_app(
             raise Refused(f"client certificate {identity} may not read the agents (--reader, --reader-group)", 403)
         return jsonify(agents=authority.status())
 
+    if broker is not None:
+
+        @app.errorhandler(KeyRefused)
+        def key_refused(error: KeyRefused) -> tuple[Response, int]:
+            return jsonify(error=str(error), code=error.reason.code.value), error.status
+
+        @app.post("/v1/keys/challenge")
+        def key_challenge() -> Response:
+            nonce, expires = broker.challenge(agent())
+            return jsonify(nonce=base64.b64encode(nonce).decode(), expires=expires)
+
+        @app.post("/v1/keys/release")
+        def key_release() -> Response:
+            requester = agent()
+            try:
+                release = parse_release(body())
+            except ValueError as error:
+                raise BadRequest(str(error)) from None
+            return jsonify(key=broker.release(requester, release))
+
     @app.get("/healthz")
     def healthz() -> str:
         return "ok"
@@ -181,6 +206,9 @@ def create_app(
 
     @app.get("/metrics")
     def metrics() -> Response:
-        return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+        text = generate_latest()
+        if broker is not None:  # the broker's and its audit log's own registries
+            text += generate_latest(broker.registry) + generate_latest(broker.audit.registry)
+        return Response(text, mimetype=CONTENT_TYPE_LATEST)
 
     return app

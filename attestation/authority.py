@@ -469,6 +469,11 @@ class Authority:
             while agent.nonces and agent.nonces[0] not in self.nonces:
                 agent.nonces.popleft()
 
+    def active_agents(self, node: str) -> list[Agent]:
+        """The agents activated for `node` that have attested (the key broker checks quotes against their AKs)."""
+        with self._lock:
+            return [a for a in self.agents.values() if a.node == node and a.last_attested]
+
     def status(self) -> list[dict[str, Any]]:
         return [
             {

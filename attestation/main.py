@@ -2,10 +2,17 @@
 
     trustgate-attestation serve --issuer URL --signing-key key.pem --ek-ca bundle.pem \\
         --tls-cert ... --tls-key ... --client-ca agents-ca.crt [--reader-group system:masters] \\
-        [--kubeconfig ...] [--enrollment file] [--flavors file]
+        [--kubeconfig ...] [--enrollment file] [--flavors file] [--image-keys --audit-log FILE]
     trustgate-attestation requests [NODE]         # the EKs that asked for a node (proven by their TPM)
     trustgate-attestation approve NODE SHA256     # enroll the EK of one of NODE's requests
     trustgate-attestation enroll NODE SHA256      # enroll an EK certificate fingerprint known out of band
+
+With `--image-keys` the authority is also the key broker of encrypted images (`keybroker`): it holds
+their keys in the Secret `trustgate-image-keys` of `--namespace` and releases a layer key to a node's
+key provider (`trustgate-keyprovider`) only against a TPM quote by that node's activated attestation
+key and a current report that satisfies the TrustPolicies covering the image; it watches Nodes,
+NodeTrustReports, TrustPolicies and Namespaces for that, and records every release and refusal
+(`--audit-log`, Events, metrics).
 
 Without `--enrollment` the AttestedAgent objects are the enrollment; without `--flavors`, the
 TrustFlavor objects are the flavors. One gunicorn worker (registrations and nonces live in its
@@ -30,11 +37,16 @@ from attestation.ekcert import EkVerifier, load_bundle
 from attestation.flavors import FileFlavors
 from attestation.identity import Readers
 from attestation.ratelimit import PER_SOURCE, TOTAL, Rate, RegistrationLimiter
+from keybroker.broker import AttestedKey, KeyBroker
+from keybroker.store import SecretKeyStore
+from trustgate.audit.sinks import AuditLog, EventSink, JsonLinesSink, Sink
 from trustgate.cli.tables import format_table
 from trustgate.cluster.api import api_client
+from trustgate.cluster.cache import ClusterCache
 from trustgate.cluster.reports import publish
-from trustgate.core.keys import KeyConfigError
-from trustgate.keyfiles import load_private_key
+from trustgate.core.keys import KeyConfigError, KeySet, VerificationKey, algorithms_for, thumbprint
+from trustgate.core.report import DEFAULT_SKEW_SECONDS, ReportVerifier, VerifierSettings
+from trustgate.keyfiles import load_keys, load_private_key
 from trustgate.settings import ClusterSettings, ConfigError, ServingSettings, option, positive_int, seconds
 from trustgate.startup import Command, Service
 
@@ -72,6 +84,22 @@ class AuthoritySettings(ClusterSettings, ServingSettings):
         "registrations per second from all sources, sustained", TOTAL.per_second, parse=rate
     )
     max_requests: int = option("enrollment requests kept per node", MAX_REQUESTS_PER_NODE, parse=positive_int)
+    image_keys: bool = option(
+        "serve the key broker of encrypted images (keys in the Secret trustgate-image-keys of --namespace)",
+        False,
+        switch=True,
+    )
+    audit_log: str | None = option("JSON-lines file of the key broker's releases and refusals")
+    jwks: tuple[str, ...] = option(
+        "more JWKS files whose keys may sign the reports the key broker trusts (repeatable; its own key always)",
+        repeated=True,
+    )
+    skew_seconds: float = option(
+        "clock skew allowance for the key broker's report checks, seconds",
+        DEFAULT_SKEW_SECONDS,
+        parse=seconds,
+        flag="--skew",
+    )
 
     def check(self) -> None:
         for name in ("issuer", "signing_key"):
@@ -93,6 +121,15 @@ class AuthoritySettings(ClusterSettings, ServingSettings):
         for path in (self.enrollment, self.flavors):
             if path and not Path(path).is_file():
                 raise ConfigError(f"{path} does not exist")
+        if self.image_keys:
+            try:
+                report_verifier(self)
+            except (KeyConfigError, ValueError, OSError) as error:
+                raise ConfigError(f"the key broker cannot verify reports: {error}") from None
+            if self.audit_log and not Path(self.audit_log).parent.is_dir():
+                raise ConfigError(f"--audit-log {self.audit_log}: no directory {Path(self.audit_log).parent}")
+        elif self.audit_log or self.jwks:
+            raise ConfigError("--audit-log and --jwks are the key broker's: give --image-keys too")
         super().check()
 
 
@@ -150,8 +187,41 @@ def limiter(settings: AuthoritySettings) -> RegistrationLimiter:
     )
 
 
+def report_verifier(settings: AuthoritySettings) -> ReportVerifier:
+    """The key broker's verifier: reports signed by this authority's key (and `--jwks`), for `--issuer`."""
+    assert settings.issuer is not None and settings.signing_key is not None  # checked
+    public = load_private_key(settings.signing_key).public_key()
+    own = VerificationKey(kid=thumbprint(public), key=public, algorithms=algorithms_for(public))  # type: ignore[arg-type]
+    keys = KeySet([own])
+    if settings.jwks:
+        keys = keys.merged(load_keys(settings.jwks, ()))
+    rules = VerifierSettings(issuers=frozenset({settings.issuer}), skew_seconds=settings.skew_seconds)
+    return ReportVerifier(keys, rules)
+
+
+def key_broker(settings: AuthoritySettings, authority: Authority) -> tuple[KeyBroker, ClusterCache]:
+    """The key broker beside `authority`, with its cluster cache (started) and audit sinks."""
+    from kubernetes import client
+
+    api = api_client(settings.kubeconfig)
+    cache = ClusterCache(api, report_verifier(settings), exempt=frozenset()).start()
+    sinks: list[Sink] = [EventSink(client.CoreV1Api(api))]
+    if settings.audit_log:
+        sinks.insert(0, JsonLinesSink(settings.audit_log))
+
+    def attested_keys(node: str) -> list[AttestedKey]:
+        return [AttestedKey(a.ak, a.signer, dict(a.last_pcrs)) for a in authority.active_agents(node)]
+
+    broker = KeyBroker(SecretKeyStore(api, settings.namespace), cache.snapshot, attested_keys, AuditLog(sinks))
+    return broker, cache
+
+
 def app_for(settings: AuthoritySettings, authority: Authority) -> Flask:
-    return create_app(authority, Readers.of(settings.reader, settings.reader_group), limiter(settings))
+    readers = Readers.of(settings.reader, settings.reader_group)
+    if not settings.image_keys:
+        return create_app(authority, readers, limiter(settings))
+    broker, cache = key_broker(settings, authority)
+    return create_app(authority, readers, limiter(settings), ready=lambda: cache.synced, broker=broker)
 
 
 def create(settings: AuthoritySettings) -> Flask:

@@ -83,3 +83,10 @@ class Fleet:
     def publish(self, name: str, kind: str = VALID, **overrides: Any) -> str:
         self.hosts[name].kind = kind
         return publish(self.api, name, self.token(name, kind, **overrides))
+
+    def remove(self) -> None:
+        """Delete every node of this fleet and its report: other users of a shared stack count its nodes."""
+        if self.hosts:
+            for kind in ("nodetrustreport", "node"):
+                self.stack.kubectl("delete", kind, *self.hosts, "--ignore-not-found", "--wait=false", check=False)
+        self.hosts.clear()

@@ -25,6 +25,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -138,7 +139,7 @@ class SoftwareTpm:
 
     def start(self) -> SoftwareTpm:
         self.manufacture()
-        self.port = self.port or free_port_pair()
+        self.port = self.port or (2321 if self.enter is not None else free_port_pair())
         log = open(self.directory / "swtpm.log", "ab")  # noqa: SIM115 - owned by the child
         self._process = subprocess.Popen(
             self._where(
@@ -181,7 +182,9 @@ class SoftwareTpm:
             except OSError:
                 return False
         probe = f"import socket; socket.create_connection(('127.0.0.1', {self.port}), timeout=0.5)"
-        return subprocess.run(self._where(["python3", "-c", probe]), capture_output=True, timeout=30).returncode == 0
+        return (
+            subprocess.run(self._where([sys.executable, "-c", probe]), capture_output=True, timeout=30).returncode == 0
+        )
 
     def command(self, argv: Sequence[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """A tpm2-tools command against this TPM (inside its node when it runs in one)."""

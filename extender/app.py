@@ -262,7 +262,7 @@ def prioritize_request(
     """One /prioritize call after decoding: decide and encode."""
     candidates = args.node_names if args.by_name else args.nodes
     outcome = prioritize_nodes(snapshot, args.pod, candidates, now, args.by_name, index)
-    return encode_priorities(outcome.scores), outcome
+    return encode_priorities(outcome.hosts, outcome.scores), outcome
 
 
 def _pod_name(pod: dict[str, Any]) -> str:

@@ -75,6 +75,11 @@ class NodePaths:
     def logs(self) -> Path:
         return self.root / "logs"
 
+    @property
+    def keyprovider_config(self) -> Path:
+        """The node's ocicrypt key-provider configuration (read by the layer decoder at every decryption)."""
+        return self.root / "ocicrypt-keyprovider.json"
+
     def make(self) -> None:
         for d in (
             self.containerd_root,
@@ -85,6 +90,7 @@ class NodePaths:
             self.kubelet_root,
             self.pod_logs,
             self.logs,
+            self.root / "manifests",
         ):
             d.mkdir(parents=True, exist_ok=True)
 
@@ -93,12 +99,64 @@ def _toml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
-def containerd_config(paths: NodePaths, runc: Path, cni_bin_dir: Path, sandbox_image: str) -> str:
+@dataclass(frozen=True)
+class Decryption:
+    """How a node's containerd decrypts encrypted layers: ``decoder`` is the stream processor
+    (trustgate-layer-decoder), and the key providers are in the node's ``keyprovider_config``."""
+
+    decoder: Path
+
+
+ENCRYPTED_LAYERS = {
+    "io.containerd.ocicrypt.decoder.v1.tar.gzip": (
+        "application/vnd.oci.image.layer.v1.tar+gzip+encrypted",
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+    ),
+    "io.containerd.ocicrypt.decoder.v1.tar": (
+        "application/vnd.oci.image.layer.v1.tar+encrypted",
+        "application/vnd.oci.image.layer.v1.tar",
+    ),
+}
+
+
+def _decryption(paths: NodePaths, decryption: Decryption | None) -> str:
+    """The stream processors of containerd's default configuration, pointed at the node's decoder and
+    key-provider configuration. The ids are the ones imgcrypt's CRI payload is addressed to."""
+    if decryption is None:
+        return ""
+    q = _toml_str
+    env = q(f"OCICRYPT_KEYPROVIDER_CONFIG={paths.keyprovider_config}")
+    return "".join(
+        f"""
+[stream_processors.{q(name)}]
+  accepts = [{q(accepts)}]
+  returns = {q(returns)}
+  path = {q(str(decryption.decoder))}
+  args = []
+  env = [{env}]
+"""
+        for name, (accepts, returns) in ENCRYPTED_LAYERS.items()
+    )
+
+
+def containerd_config(
+    paths: NodePaths,
+    runc: Path,
+    cni_bin_dir: Path,
+    sandbox_image: str,
+    decryption: Decryption | None = None,
+    registry_config_dir: Path | None = None,
+) -> str:
     """containerd 2.4 (config version 4) with only the CRI, a runc shim and overlayfs.
 
     Plugins that use fixed host-wide paths (NRI's socket, the opt directory) are disabled, as
     are snapshotters that need tools or devices this machine lacks. Network namespaces of pods
     are mounted under the node's state directory, not in the host's ``/run/netns``.
+
+    With ``decryption``, encrypted layers go through its decoder. The CRI plugin then pulls with
+    containerd's local pull (``use_local_image_pull``): only that path hands the decoder imgcrypt's
+    payload (``image_decryption.key_model = "node"``, the default); the transfer service does not.
+    ``registry_config_dir`` is a ``hosts.toml`` tree (``<host:port>/hosts.toml``) for registries.
     """
     disabled = [
         "io.containerd.nri.v1.nri",
@@ -115,6 +173,17 @@ def containerd_config(paths: NodePaths, runc: Path, cni_bin_dir: Path, sandbox_i
         "io.containerd.internal.v1.tracing",
     ]
     q = _toml_str
+    registry = (
+        f"\n[plugins.'io.containerd.cri.v1.images'.registry]\n  config_path = {q(str(registry_config_dir))}\n"
+        if registry_config_dir is not None
+        else ""
+    )
+    decrypting = (
+        "  use_local_image_pull = true\n\n"
+        "[plugins.'io.containerd.cri.v1.images'.image_decryption]\n  key_model = 'node'\n"
+        if decryption is not None
+        else ""
+    )
     return f"""\
 version = 4
 root = {q(str(paths.containerd_root))}
@@ -136,7 +205,7 @@ disabled_plugins = [{", ".join(q(p) for p in disabled)}]
 
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = 'overlayfs'
-
+{decrypting}{registry}
 [plugins.'io.containerd.cri.v1.images'.pinned_images]
   sandbox = {q(sandbox_image)}
 
@@ -167,7 +236,7 @@ disabled_plugins = [{", ".join(q(p) for p in disabled)}]
 [plugins.'io.containerd.grpc.v1.cri']
   stream_server_address = '127.0.0.1'
   stream_server_port = '0'
-"""
+{_decryption(paths, decryption)}"""
 
 
 def cni_conflist(paths: NodePaths, pod_cidr: str) -> str:
@@ -243,6 +312,7 @@ def kubelet_config(paths: NodePaths, s: KubeletSettings) -> str:
         "containerRuntimeEndpoint": f"unix://{paths.containerd_socket}",
         "imageServiceEndpoint": f"unix://{paths.containerd_socket}",
         "podLogsDir": str(paths.pod_logs),
+        "staticPodPath": str(paths.root / "manifests"),
         "podCIDR": s.pod_cidr,
         "resolvConf": str(paths.resolv_conf),
         "clusterDomain": "cluster.local",

@@ -30,6 +30,7 @@ import yaml
 from devkit.nodes import cgroups
 from devkit.nodes.cluster_access import ClusterAccess
 from devkit.nodes.configs import (
+    Decryption,
     KubeletSettings,
     NodePaths,
     cni_conflist,
@@ -65,6 +66,8 @@ class WorkerNode:
     kit: NodeKit
     workdir: Path
     labels: Mapping[str, str] = field(default_factory=dict)
+    decryption: Decryption | None = None  # encrypted layers (containerd's stream processors)
+    registry_config_dir: Path | None = None  # hosts.toml tree of the registries the node pulls from
     ready_timeout: float = 120.0
     cluster_dns: tuple[str, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
@@ -144,12 +147,13 @@ class WorkerNode:
             raise NodeError(f"{self.name} is not running")
         return self._ns.enter(argv)
 
-    def ctr(self, *args: str, timeout: float = 120.0) -> str:
+    def ctr(self, *args: str, timeout: float = 120.0, check: bool = True) -> str:
         """Run ``ctr`` against this node's containerd in the ``k8s.io`` namespace."""
         return run(
             self.enter([str(self.kit.ctr), "--address", str(self.paths.containerd_socket), "-n", "k8s.io", *args]),
             f"{self.name}: ctr {' '.join(args[:2])}",
             timeout=timeout,
+            check=check,
         )
 
     def import_image(self, archive: Path) -> None:
@@ -157,6 +161,11 @@ class WorkerNode:
 
     def logs(self) -> dict[str, Path]:
         return {name: p.log for name, p in self._procs.items()}
+
+    @property
+    def static_pod_dir(self) -> Path:
+        """The kubelet's manifest folder (``staticPodPath``): pods that no API server admits."""
+        return self.paths.root / "manifests"
 
     def node_object(self) -> dict[str, Any] | None:
         try:
@@ -220,7 +229,14 @@ class WorkerNode:
         cp = self.cluster
         p = self.paths
         p.containerd_config.write_text(
-            containerd_config(p, self.kit.runc, self.kit.cni_bin_dir, self.kit.pause_image.ref)
+            containerd_config(
+                p,
+                self.kit.runc,
+                self.kit.cni_bin_dir,
+                self.kit.pause_image.ref,
+                decryption=self.decryption,
+                registry_config_dir=self.registry_config_dir,
+            )
         )
         (p.cni_conf_dir / "10-trustgate.conflist").write_text(cni_conflist(p, self.pod_cidr))
         # Pods get no cluster DNS here; an empty resolv.conf keeps the host's resolvers out of them.

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from devkit.nodes.cluster_access import apiserver_args, controller_manager_args
+from devkit.nodes.configs import Decryption
 from devkit.nodes.dns import ClusterDns
 from devkit.nodes.hostlock import HostLock
 from devkit.nodes.hostproxy import HostProxy
@@ -49,6 +50,8 @@ class NodeStack:
     extra_args: Mapping[str, Sequence[str]] = field(default_factory=dict)
     cluster_dns: bool = True
     lock_timeout: float = 3600.0
+    decryption: Decryption | None = None
+    registry_config_dir: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -109,6 +112,8 @@ class NodeStack:
                     self.workdir / name,
                     self.node_labels,
                     cluster_dns=(self.net.gateway,) if self.cluster_dns else (),
+                    decryption=self.decryption,
+                    registry_config_dir=self.registry_config_dir,
                 )
                 for index, name in enumerate(self.node_names, start=1)
             }

@@ -327,3 +327,21 @@ def test_the_request_limit_fits_the_schema() -> None:
     assert version["subresources"] == {"status": {}}, "the authority writes requests through the status only"
     requests = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["requests"]
     assert requests["maxItems"] == MAX_REQUESTS_STORED >= MAX_REQUESTS_PER_NODE
+
+
+def test_the_key_broker_reads_one_secret_by_name_and_writes_no_trust_object() -> None:
+    objects = render(ISSUER | {"attestation": {"enabled": True, "keyBroker": {"enabled": True}}})
+    assert env(containers(objects)["trustgate-attestation"])["TRUSTGATE_IMAGE_KEYS"] == "true"
+    role = named(objects, "Role", "trustgate:keybroker")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["trustgate-image-keys"], "verbs": ["get"]}
+    ]
+    cluster = named(objects, "ClusterRole", "trustgate:keybroker")
+    writes = {
+        r for rule in cluster["rules"] for r in rule["resources"] if set(rule["verbs"]) - {"get", "list", "watch"}
+    }
+    assert writes == {"events"}
+    without = render(ISSUER | {"attestation": {"enabled": True}})
+    assert not [o for o in without if o["metadata"]["name"] == "trustgate:keybroker"]
+    assert "TRUSTGATE_IMAGE_KEYS" not in env(containers(without)["trustgate-attestation"])

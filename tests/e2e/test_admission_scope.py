@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -58,7 +59,7 @@ def pods(stack: DevStack, namespace: str, app: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def nodes(stack: DevStack) -> Fleet:
+def nodes(stack: DevStack) -> Iterator[Fleet]:
     fleet = Fleet(stack, ISSUER)
     fleet.add("scope-1", VALID, **{"scope-test": "true"})
     fleet.add("scope-2", VALID, **{"scope-test": "true"})
@@ -71,7 +72,8 @@ def nodes(stack: DevStack) -> Fleet:
     }
     stack.kubectl("apply", "-f", "-", input=json.dumps(policy))
     eventually(lambda: "scope-tier" in json.dumps(stack.webhooks("mutating")), "the mutating webhook scoped", 30)
-    return fleet
+    yield fleet
+    fleet.remove()
 
 
 def test_plain_pods_of_a_deployment_reach_no_trustgate_webhook(stack: DevStack, nodes: Fleet) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -18,8 +19,10 @@ COUNTRY = "asset.trustgate.dev/country"
 
 
 @pytest.fixture(scope="module")
-def fleet(stack: DevStack) -> Fleet:
-    return Fleet(stack, ISSUER)
+def fleet(stack: DevStack) -> Iterator[Fleet]:
+    fleet = Fleet(stack, ISSUER)
+    yield fleet
+    fleet.remove()
 
 
 def labels(stack: DevStack, node: str) -> dict[str, str]:

@@ -67,7 +67,7 @@ def node_of(stack: DevStack, namespace: str, name: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def nodes(stack: DevStack) -> Fleet:
+def nodes(stack: DevStack) -> Iterator[Fleet]:
     fleet = Fleet(stack, ISSUER)
     fleet.add(TRUSTED_NODE, VALID)
     fleet.add(BARE_NODE, NO_REPORT)
@@ -86,7 +86,8 @@ def nodes(stack: DevStack) -> Fleet:
     for kind in ("validating", "mutating"):
         eventually(lambda k=kind: "outage-trust" in json.dumps(stack.webhooks(k)), f"the {kind} webhook scoped", 30)
     eventually(lambda: _labelled(stack), "the trusted node labelled", 30)
-    return fleet
+    yield fleet
+    fleet.remove()
 
 
 @pytest.fixture

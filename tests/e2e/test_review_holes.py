@@ -73,12 +73,13 @@ def enforced(stack: DevStack, manifest: dict[str, Any]) -> None:
 
 
 @pytest.fixture(scope="module")
-def nodes(stack: DevStack) -> Fleet:
+def nodes(stack: DevStack) -> Iterator[Fleet]:
     fleet = Fleet(stack, ISSUER)
     fleet.add("holes-trusted", VALID)
     fleet.add("holes-bare", NO_REPORT)
     stack.kubectl("create", "namespace", "holes", check=False)
-    return fleet
+    yield fleet
+    fleet.remove()
 
 
 # --- 1. a running pod changed into a trust-requiring one ---------------------------------------------

@@ -58,6 +58,7 @@ def fleet(stack: DevStack) -> Iterator[Fleet]:
         "the extender to see the fleet",
     )
     yield fleet
+    fleet.remove()
 
 
 # --- helpers ------------------------------------------------------------------------------------

@@ -4,21 +4,33 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devkit.factories import node_object, pod_object, trust_policy
+from extender import filter as filter_module
 from extender.filter import (
+    NOT_CLEAN,
     NodeIndex,
     filter_nodes,
+    least_expiry,
     prioritize_nodes,
     requirement_of,
+    score_at,
+    scores,
 )
+from trustgate.core.node import NodeTrust
 from trustgate.core.policy import pod_facts
-from trustgate.core.reasons import NO_REPORT
+from trustgate.core.reasons import NO_REPORT, UNKNOWN_NODE
 
 from .extender_support import NOW, World, names_args, nodes_args, trust_pod
+
+FUZZ_EXAMPLES = int(os.environ.get("TRUSTGATE_FUZZ_EXAMPLES", "10000"))
 
 # --- prioritize ---------------------------------------------------------------------------------
 
@@ -137,7 +149,9 @@ POLICIES = [
 ]
 
 
-def random_world(world: World, seed: int, size: int = 120) -> list[str]:
+def random_world(world: World, seed: int, size: int = 120, spread: bool = False) -> list[str]:
+    """Nodes failing each way, and valid ones expiring around the instants tested (`INSTANTS`) or, with
+    `spread`, at any fraction of a second over two hours (for the scores)."""
     rng = random.Random(seed)
     names = []
     for i in range(size):
@@ -156,6 +170,10 @@ def random_world(world: World, seed: int, size: int = 120) -> list[str]:
             world.forged(name)
         elif kind == 3:
             world.node(name, labels=labels, now=NOW + rng.choice([10, 29, 31, 600]), asset_tags=tags)  # future iat
+        elif spread:
+            edge = rng.random() < 0.2
+            exp = NOW + (rng.choice([-31, -30, 0, 0.5]) if edge else rng.uniform(-45, 7200))
+            world.node(name, labels=labels, now=NOW - 7200, exp=exp, asset_tags=tags, levels=levels)
         else:
             world.node(name, labels=labels, now=issued, ttl=3600, asset_tags=tags, levels=levels)
     world.policies.extend(POLICIES)
@@ -176,6 +194,22 @@ def plain(snapshot, pod, names, now):
     return passed, failed, clean
 
 
+def plain_scores(snapshot, pod, nodes, now):
+    """The reference scores (see `prioritize_nodes`), from `Snapshot.evaluate` of every node."""
+    requirement = requirement_of(snapshot, pod)
+    lefts = []
+    for node in nodes:
+        verdict = snapshot.evaluate(requirement, node, now)
+        lefts.append(max(0.0, node.report.expires_at - now) if verdict.passed and node.report is not None else None)
+    longest = max((left for left in lefts if left is not None), default=0.0)
+    return [0 if left is None else 1 + (round(9 * left / longest) if longest > 0 else 0) for left in lefts]
+
+
+# Around the reports' edges and the 30 s skew, then back in time: what the index keeps from a later
+# instant (an expiry's reason, a class's verdict) must not leak into an earlier one.
+INSTANTS = (NOW, NOW + 29.9995, NOW + 30, NOW + 30.0005, NOW - 31, NOW + 1800, NOW, NOW + 29.9995, NOW - 31)
+
+
 @pytest.mark.parametrize("kind", sorted(REQUIREMENTS))
 @pytest.mark.parametrize("seed", [1, 2])
 def test_memoized_filter_equals_plain_evaluate(world: World, kind: str, seed: int) -> None:
@@ -185,9 +219,9 @@ def test_memoized_filter_equals_plain_evaluate(world: World, kind: str, seed: in
     assert snapshot.requirement(pod_facts(pod)) is not None
     index = NodeIndex()
     objects = [*world.node_objects(names), node_object("ghost")]
-    for now in (NOW, NOW + 29.9995, NOW + 30, NOW + 30.0005, NOW - 31, NOW + 1800):
+    for now in INSTANTS:
         expected_passed, expected_failed, _ = plain(snapshot, pod, names, now)
-        for _ in range(2):  # a cold, then a warm index
+        for _ in range(2):  # cold at first, then warm
             outcome = filter_nodes(snapshot, pod, names, now, by_name=True, index=index)
             assert outcome.passed == expected_passed
             assert outcome.failed == expected_failed
@@ -202,13 +236,92 @@ def test_memoized_filter_equals_plain_evaluate(world: World, kind: str, seed: in
 
 
 @pytest.mark.parametrize("kind", sorted(REQUIREMENTS))
-def test_prioritize_scores_only_clean_nodes(world: World, kind: str) -> None:
-    names = random_world(world, 3)
+@pytest.mark.parametrize("seed", [3, 4])
+def test_memoized_prioritize_equals_plain_evaluate(world: World, kind: str, seed: int) -> None:
+    names = random_world(world, seed, size=200, spread=True)
     snapshot = world.snapshot()
     pod = REQUIREMENTS[kind]
-    _, _, clean = plain(snapshot, pod, names, NOW)
-    scores = dict(prioritize_nodes(snapshot, pod, names, NOW, by_name=True, index=NodeIndex()).scores)
-    assert {n for n, s in scores.items() if s > 0} == {n for n, ok in clean.items() if ok}
+    index = NodeIndex()
+    objects = [*world.node_objects(names), node_object("ghost")]
+    seen: set[int] = set()
+    for now in (*INSTANTS, NOW + 3600, NOW + 7245):
+        expected = plain_scores(snapshot, pod, [snapshot.node(name) for name in names], now)
+        for _ in range(2):  # cold at first, then warm
+            outcome = prioritize_nodes(snapshot, pod, names, now, by_name=True, index=index)
+            assert (outcome.hosts, outcome.scores) == (names, expected)
+            seen.update(outcome.scores)
+        by_object = prioritize_nodes(snapshot, pod, objects, now, by_name=False, index=index)
+        nodes = [snapshot.node_from_object(obj) for obj in objects]
+        assert (by_object.hosts, by_object.scores) == (
+            [n["metadata"]["name"] for n in objects],
+            plain_scores(snapshot, pod, nodes, now),
+        )
+    assert len(seen - {0, 1, 10}) >= 5, seen  # the scores in between were given too
+
+
+def reference_scores(expiries: list[float], now: float) -> list[int]:
+    lefts = [None if exp == NOT_CLEAN else max(0.0, exp - now) for exp in expiries]
+    longest = max((left for left in lefts if left is not None), default=0.0)
+    return [0 if left is None else 1 + (round(9 * left / longest) if longest > 0 else 0) for left in lefts]
+
+
+OFFSETS = st.one_of(
+    st.none(),  # a node failing a check
+    st.floats(-100, 1e6),
+    st.integers(-100, 10**6).map(float),
+    st.sampled_from([0.0, 0.5, 1.0, 1.5, 2.0, 4.5, 1e-9, 5e-324]),
+)
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@given(st.one_of(st.floats(0, 2**40), st.sampled_from([0.0, 1.0, NOW, 2.0**40 - 1])), st.lists(OFFSETS, max_size=40))
+def test_scores_equal_the_formula(now: float, offsets: list[float | None]) -> None:
+    expiries = [NOT_CLEAN if offset is None else min(max(0.0, now + offset), 2.0**40) for offset in offsets]
+    assert scores(expiries, now) == reference_scores(expiries, now)
+
+
+@pytest.mark.parametrize(
+    ("expiries", "expected"),
+    [
+        ([], []),
+        ([NOT_CLEAN, NOT_CLEAN], [0, 0]),
+        ([NOW - 10, NOW], [1, 1]),  # no validity left anywhere
+        ([NOW + 0.0, NOW + 1.0, NOW + 2.0], [1, 5, 10]),  # 4.5 rounds to even
+        ([NOW + 1.0, NOW + 6.0, NOW + 18.0, NOT_CLEAN], [1, 4, 10, 0]),  # 2.5 rounds to even, 0.5 too
+    ],
+)
+def test_scores_at_the_edges_of_rounding(expiries: list[float], expected: list[int]) -> None:
+    assert scores(expiries, NOW) == expected == reference_scores(expiries, NOW)
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@given(st.floats(0, 2**40), st.floats(1e-6, 1e7), st.integers(2, 10))
+def test_least_expiry_is_the_least(now: float, longest: float, score: int) -> None:
+    bound = least_expiry(score, now, longest)
+    if bound is not None:
+        assert score_at(bound, now, longest) >= score > score_at(math.nextafter(bound, -math.inf), now, longest)
+    if 1e8 < now < 1e10 and longest > 1:  # real clocks and report lifetimes: always found
+        assert bound is not None
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@given(st.floats(0, 2**40 - 1e7), st.floats(1e-3, 1e7))
+def test_scores_on_either_side_of_each_bound(now: float, validity: float) -> None:
+    latest = now + validity
+    longest = latest - now
+    bounds = [least_expiry(score, now, longest) for score in range(2, 11)]
+    expiries = [
+        latest,
+        now,
+        *(exp for bound in bounds if bound is not None for exp in (bound, math.nextafter(bound, 0))),
+    ]
+    assert scores(expiries, now) == reference_scores(expiries, now)
+
+
+def test_scores_without_the_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    expiries = [NOT_CLEAN, NOW + 5.0, NOW + 7.25, NOW + 3600.0, NOW - 3.0]
+    monkeypatch.setattr(filter_module, "least_expiry", lambda *args: None)
+    assert scores(expiries, NOW) == reference_scores(expiries, NOW)
 
 
 def test_index_follows_snapshot_changes(world: World) -> None:
@@ -221,11 +334,24 @@ def test_index_follows_snapshot_changes(world: World) -> None:
 
 
 def test_index_is_bounded(world: World) -> None:
-    world.node("a")
     index = NodeIndex(limit=10)
-    for _ in range(25):
-        filter_nodes(world.snapshot(), trust_pod(), ["a"], NOW, True, index)
+    for i in range(25):
+        world.nodes, world.reports = [], {}
+        names = [world.node(f"n{i}-{j}", asset_tags={"serial": f"{i}-{j}"}) for j in range(3)]  # new classes too
+        filter_nodes(world.snapshot(), trust_pod(), names, NOW, True, index)
         assert len(index) <= 10
+
+
+def test_index_entry_of_a_deleted_node(world: World) -> None:
+    world.node("a")
+    world.node("b")
+    index = NodeIndex()
+    for by_name in (filter_nodes, prioritize_nodes):
+        by_name(world.snapshot(), trust_pod(), ["a", "b"], NOW, True, index)
+    world.nodes = [n for n in world.nodes if n["metadata"]["name"] != "a"]
+    snapshot = world.snapshot()
+    assert filter_nodes(snapshot, trust_pod(), ["a", "b"], NOW, True, index).failed == {"a": (UNKNOWN_NODE,)}
+    assert prioritize_nodes(snapshot, trust_pod(), ["a", "b"], NOW, True, index).scores == [0, 10]
 
 
 def test_filter_without_an_index(world: World) -> None:
@@ -239,16 +365,19 @@ def test_filter_without_an_index(world: World) -> None:
 def test_index_reset_in_the_middle_of_a_request(world: World) -> None:
     """Entries held from before a reset must never share a class number with entries made after it."""
     for i in range(6):
-        world.node(f"ok{i}", asset_tags={"country": "US"})
         world.node(f"eu{i}", asset_tags={"country": "EU"})
+        world.node(f"ok{i}", asset_tags={"country": "US"})
     names = [f"{kind}{i}" for i in range(6) for kind in ("eu", "ok")]
     pod = trust_pod(node_selector={"asset.trustgate.dev/country": "US"})
     snapshot = world.snapshot()
     index = NodeIndex(limit=1)
-    filter_nodes(snapshot, pod, ["ok0"], NOW, True, index)  # ok0 gets the first class number
-    for _ in range(2 * len(names) - 1):  # fill up to the limit with other snapshots' objects
-        index.entry(world.snapshot().nodes["eu0"], len(names))
-    outcome = filter_nodes(snapshot, pod, names, NOW, True, index)  # resets at its first new node
+    filter_nodes(snapshot, pod, ["ok0"], NOW, True, index)  # the US class gets the first number
+    for i in range(2 * len(names) - 2):  # to one short of the limit, with entries of nodes deleted since
+        index.entry(NodeTrust(name=f"gone{i}"), len(names))
+    # eu0 takes the last place (a second class number), ok0 has its entry, eu1 resets the index: had the
+    # numbers started over, the EU class would now get the US class's number, and eu1 its verdict.
+    outcome = filter_nodes(snapshot, pod, names, NOW, True, index)
     expected_passed, expected_failed, _ = plain(snapshot, pod, names, NOW)
     assert outcome.passed == expected_passed
     assert outcome.failed == expected_failed
+    assert len(index) < 2 * len(names)  # it did reset

@@ -193,6 +193,10 @@ assert args.node_names == ["a", "\u00e9"]
 from trustgate.core.reasons import NO_REPORT
 reply = json.loads(wire.encode_filter_result(args, ["\u00e9"], {"a": (NO_REPORT,)}))
 assert reply["NodeNames"] == ["\u00e9"] and reply["FailedAndUnresolvableNodes"] == {"a": "no trust report"}
+for hosts in (["a", "\u00e9"], ["a", 'b"c\\\\d\\n']):
+    dicts = [{"Host": host, "Score": score} for host, score in zip(hosts, [10, 0])]
+    expected = json.dumps(dicts, separators=(",", ":"), ensure_ascii=False).encode()
+    assert wire.encode_priorities(hosts, [10, 0]) == expected, (wire.encode_priorities(hosts, [10, 0]), expected)
 try:
     wire.decode_args(b"[" * 100000)
 except wire.WireError as error:

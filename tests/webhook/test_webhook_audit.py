@@ -40,7 +40,8 @@ class FakeEvents:
         self.created.append(body)
 
     def list_event_for_all_namespaces(self, **kwargs: Any) -> dict[str, Any]:
-        return {"items": list(self.created), "metadata": {}}
+        items = [e for e in self.created if kwargs.get("field_selector") == f"reason={e['reason']}"]
+        return {"items": items, "metadata": {}}
 
 
 def test_rejections_and_warnings_reach_trustctl_audit(

@@ -12,7 +12,7 @@ from typing import Any
 from trustgate.audit.record import (
     DECISION_REJECTED,
     DECISIONS,
-    EVENT_REASON,
+    EVENT_REASONS,
     RECORD_ANNOTATION,
     AuditRecord,
     format_rfc3339,
@@ -145,9 +145,24 @@ def records_from_events(
     now: float | None = None,
     page_size: int = 500,
 ) -> list[AuditRecord]:
-    """Records from the `TrustPolicyViolation` Events (all namespaces unless `namespace`), newest first."""
+    """Records from trustgate's Events (`TrustPolicyViolation`, `ImageKeyReleased`; all namespaces unless
+    `namespace`), newest first."""
     cutoff = _since_timestamp(since, now)
-    selector = f"reason={EVENT_REASON}"
+    records: list[AuditRecord] = []
+    for reason in EVENT_REASONS:
+        records += _records_of_reason(core_v1_api, f"reason={reason}", cutoff, namespace, node, decision, page_size)
+    return _newest_first(records)
+
+
+def _records_of_reason(
+    core_v1_api: Any,
+    selector: str,
+    cutoff: float | None,
+    namespace: str | None,
+    node: str | None,
+    decision: str | None,
+    page_size: int,
+) -> list[AuditRecord]:
     records: list[AuditRecord] = []
     token: str | None = None
     while True:
@@ -165,4 +180,4 @@ def records_from_events(
         token = _continue_token(_field(page, "metadata", "metadata"))
         if not token:
             break
-    return _newest_first(records)
+    return records

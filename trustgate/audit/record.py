@@ -1,4 +1,4 @@
-"""An audit record: one rejection or policy violation, as JSON, and where records live in the cluster.
+"""An audit record: a rejection, policy violation or image key release, as JSON, and where records live.
 
 Pure data: no I/O. The sinks (`trustgate.audit.sinks`) write records; `trustgate.audit.reader`
 reads them back.
@@ -15,9 +15,15 @@ from typing import Any
 DECISION_REJECTED = "rejected"
 DECISION_WARNED = "warned"
 DECISION_AUDITED = "audited"
-DECISIONS = (DECISION_REJECTED, DECISION_WARNED, DECISION_AUDITED)
+DECISION_RELEASED = "released"  # an image key released to a node that meets the policies covering the image
+DECISIONS = (DECISION_REJECTED, DECISION_WARNED, DECISION_AUDITED, DECISION_RELEASED)
+
+# The operation of image key requests (`keybroker`): refused ones are `rejected`, like refused admissions.
+OPERATION_KEY_RELEASE = "KEY_RELEASE"
 
 EVENT_REASON = "TrustPolicyViolation"
+EVENT_REASON_RELEASED = "ImageKeyReleased"  # a release is no violation: a Normal Event of its own reason
+EVENT_REASONS = (EVENT_REASON, EVENT_REASON_RELEASED)
 RECORD_ANNOTATION = "trustgate.dev/audit-record"
 
 # Every field that reaches a record (and an Event) is bounded: a request may carry a megabyte of name.
@@ -34,6 +40,7 @@ FIELD_LIMITS = {
     "enforcement": 16,
     "decision": 16,
     "pod_uid": 64,
+    "image": 512,
 }
 MAX_REASONS = 16
 MAX_REASON_CHARS = 512
@@ -59,7 +66,9 @@ def parse_rfc3339(text: str) -> float:
 
 @dataclass(frozen=True)
 class AuditRecord:
-    """One rejection or policy violation. `time` is RFC 3339 UTC; dry runs are never recorded."""
+    """One rejection, policy violation or image key release. `time` is RFC 3339 UTC; dry runs are never
+    recorded. A key request (`operation` KEY_RELEASE) names the node and the image, and no pod: the broker
+    cannot know which pod a pull is for."""
 
     time: str
     uid: str
@@ -74,6 +83,7 @@ class AuditRecord:
     reasons: list[str] = field(default_factory=list)
     codes: list[str] = field(default_factory=list)  # the reasons' stable codes (trustgate.core.reasons.Code)
     pod_uid: str = ""  # the pod's uid when it exists (Events point at the pod then)
+    image: str = ""  # the encrypted image of an image key request
 
     def capped(self) -> AuditRecord:
         """The record with every field within its limit (`FIELD_LIMITS`, `MAX_REASONS`, `MAX_REASON_CHARS`)."""

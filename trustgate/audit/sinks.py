@@ -24,9 +24,12 @@ from prometheus_client import CollectorRegistry, Counter
 from trustgate.audit.fair_queue import FairQueue, Suppressed
 from trustgate.audit.record import (
     DECISION_REJECTED,
+    DECISION_RELEASED,
     DECISION_WARNED,
     DECISIONS,
     EVENT_REASON,
+    EVENT_REASON_RELEASED,
+    OPERATION_KEY_RELEASE,
     RECORD_ANNOTATION,
     AuditRecord,
     truncate,
@@ -127,6 +130,9 @@ class EventSink:
         if record.pod and record.pod_uid:
             involved = {"apiVersion": "v1", "kind": "Pod", "namespace": namespace, "name": record.pod}
             involved["uid"] = record.pod_uid
+        elif record.operation == OPERATION_KEY_RELEASE and record.node:
+            # A key request is about a node (as kubelet's node Events, kept in `default`), not a pod.
+            involved = {"apiVersion": "v1", "kind": "Node", "name": record.node}
         else:
             # Namespaced like the Event so it lists with `kubectl get events -n NS` and passes validation.
             involved = {"apiVersion": "v1", "kind": "Namespace", "namespace": namespace, "name": namespace}
@@ -141,8 +147,8 @@ class EventSink:
                 "labels": {"app.kubernetes.io/managed-by": "trustgate", "trustgate.dev/decision": record.decision},
             },
             "involvedObject": involved,
-            "reason": EVENT_REASON,
-            "type": "Warning",
+            "reason": EVENT_REASON_RELEASED if record.decision == DECISION_RELEASED else EVENT_REASON,
+            "type": "Normal" if record.decision == DECISION_RELEASED else "Warning",
             "message": message or event_message(record),
             "firstTimestamp": stamp,
             "lastTimestamp": stamp,
@@ -200,6 +206,12 @@ class EventSink:
 
 
 def event_message(record: AuditRecord) -> str:
+    if record.operation == OPERATION_KEY_RELEASE:
+        what = "released" if record.decision != DECISION_REJECTED else "refused"
+        policy = f" [{record.policy}]" if record.policy else ""
+        because = f": {'; '.join(record.reasons)}" if record.reasons else ""
+        text = f"trustgate {what} the key of image {record.image or '?'} to node {record.node or '?'}{policy}{because}"
+        return truncate(text, MAX_EVENT_MESSAGE)
     what = {DECISION_REJECTED: "rejected", DECISION_WARNED: "admitted with a warning"}.get(
         record.decision, "admitted, violation recorded"
     )

@@ -1,4 +1,4 @@
-"""`trustctl`: make keys, sign, verify and inspect trust reports, and look at the cluster's trust.
+"""`trustctl`: make keys, sign, verify and inspect trust reports, look at the cluster's trust, encrypt images.
 
 Exit codes: 0 success, 1 the token (or cluster state) is not acceptable, 2 usage or configuration error.
 """
@@ -278,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--decision", choices=DECISIONS)
     audit.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     audit.set_defaults(handler=cmd_audit)
+
+    from keybroker.cli import add_commands
+
+    add_commands(commands)
     return parser
 
 
@@ -287,9 +291,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("verify", "nodes") and not (args.jwks or args.pem):
         parser.error(f"{args.command} needs --jwks or --pem")
     handler: Callable[[argparse.Namespace], int] = args.handler
+    from keybroker.cli import ImageCommandError
+
     try:
         return handler(args)
-    except (UsageError, KeyConfigError, ValueError) as error:
+    except (UsageError, KeyConfigError, ValueError, ImageCommandError) as error:
         print(f"trustctl {args.command}: {error}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -67,7 +67,7 @@ def audit_table(records: Sequence[AuditRecord]) -> str:
         (
             r.time.split(".")[0] + "Z" if "." in r.time else r.time,
             r.decision,
-            f"{r.namespace}/{r.pod}" if r.pod else r.namespace or "-",
+            f"{r.namespace}/{r.pod}" if r.pod else f"image {r.image}" if r.image else r.namespace or "-",
             r.node or "-",
             r.policy or "-",
             r.user or "-",

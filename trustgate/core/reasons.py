@@ -31,6 +31,12 @@ class Code(enum.StrEnum):
     NOT_MARKED = "not_marked"
     BAD_REQUEST = "bad_request"
     INTERNAL = "internal"
+    # Refusals of an image key request (trustgate.core.release, keybroker):
+    NOT_COVERED = "not_covered"  # no TrustPolicy covers the image: its key goes to no node
+    UNKNOWN_KEY = "unknown_key"  # the broker holds no key of that id (rotated, or never registered)
+    # no such challenge, expired, used already, or issued to (or speaking for) another node than the caller's
+    CHALLENGE = "challenge"
+    EVIDENCE = "evidence"  # a TPM quote that does not verify with the node's attestation key or bind the request
 
 
 CODES: tuple[Code, ...] = tuple(Code)

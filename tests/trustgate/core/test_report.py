@@ -28,7 +28,7 @@ from trustgate.core.report import (
 )
 from trustgate.keyfiles import load_keys
 
-from .craft import (
+from ..craft import (
     NOW,
     b64json,
     b64url,

@@ -26,7 +26,7 @@ from trustgate.core.keys import (
 )
 from trustgate.keyfiles import load_keys, load_private_key
 
-from .craft import rsa_key
+from ..craft import rsa_key
 
 # RFC 7638, section 3.1: the example RSA key and its SHA-256 JWK thumbprint.
 RFC7638_N = (

@@ -26,7 +26,7 @@ from trustgate.core.report import (
     VerifierSettings,
 )
 
-from .craft import NOW, b64url, craft, decode_segment, header_for, identity, issuer_for, kid_of, parts
+from ..craft import NOW, b64url, craft, decode_segment, header_for, identity, issuer_for, kid_of, parts
 
 EXAMPLES = int(os.environ.get("TRUSTGATE_FUZZ_EXAMPLES", "10000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

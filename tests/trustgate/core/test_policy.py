@@ -23,7 +23,7 @@ from trustgate.core.reasons import Code, Reason, messages
 from trustgate.core.report import LEVELS
 from trustgate.core.snapshot import Snapshot, UnknownNamespace
 
-from .craft import NOW, craft, header_for, identity
+from ..craft import NOW, craft, header_for, identity
 
 TRUSTED = {TRUSTED_LABEL: "true"}
 COUNTRY = "asset.trustgate.dev/country"

@@ -13,7 +13,7 @@ from trustgate.cli.main import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, main, parse_d
 from trustgate.core.keys import thumbprint
 from trustgate.keyfiles import load_private_key
 
-from .craft import decode_segment
+from ..craft import decode_segment
 
 ISSUER = "https://aias.example"
 UUID = "4C4C4544-0042-3510-8052-B7C04F4E3332"

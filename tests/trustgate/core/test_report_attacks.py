@@ -38,7 +38,7 @@ from trustgate.core.report import (
     VerifierSettings,
 )
 
-from .craft import (
+from ..craft import (
     NOW,
     b64json,
     b64url,

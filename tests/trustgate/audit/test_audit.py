@@ -15,7 +15,13 @@ from prometheus_client import CollectorRegistry
 
 import trustgate.cli.main as cli_module
 from trustgate.audit.reader import read_records, record_from_event, records_from_events
-from trustgate.audit.record import EVENT_REASON, RECORD_ANNOTATION, AuditRecord, format_rfc3339
+from trustgate.audit.record import (
+    EVENT_REASON,
+    EVENT_REASON_RELEASED,
+    RECORD_ANNOTATION,
+    AuditRecord,
+    format_rfc3339,
+)
 from trustgate.audit.sinks import AuditLog, EventSink, JsonLinesSink
 from trustgate.cli.main import build_parser, main
 from trustgate.cli.tables import audit_table
@@ -207,7 +213,8 @@ class FakeCoreV1:
         return body
 
     def _page(self, items: list[dict[str, Any]], kwargs: dict[str, Any]) -> dict[str, Any]:
-        assert kwargs["field_selector"] == f"reason={EVENT_REASON}"
+        assert kwargs["field_selector"] in (f"reason={EVENT_REASON}", f"reason={EVENT_REASON_RELEASED}")
+        items = [i for i in items if f"reason={i['reason']}" == kwargs["field_selector"]]
         start = int(kwargs.get("_continue") or 0)
         end = start + kwargs["limit"]
         return {"items": items[start:end], "metadata": {"continue": str(end) if end < len(items) else ""}}
@@ -348,7 +355,9 @@ def test_records_from_events_round_trip_with_paging_and_filters() -> None:
     sink.close()
     found = records_from_events(api, page_size=3)
     assert [r.pod for r in found] == ["p6", "p5", "p4", "p3", "p2", "p1", "p0", "old"]
-    assert len(api.lists) == 3 and api.lists[1][1]["_continue"] == "3"
+    # three pages of violations, then the (empty) list of key releases
+    assert len(api.lists) == 4 and api.lists[1][1]["_continue"] == "3"
+    assert api.lists[3][1]["field_selector"] == f"reason={EVENT_REASON_RELEASED}"
     assert [r.pod for r in records_from_events(api, namespace="payments")] == ["p5", "p3", "p1"]
     assert api.lists[-1][0] == "payments"
     assert len(records_from_events(api, since=3600)) == 7
@@ -450,6 +459,8 @@ def test_records_from_events_reads_client_models() -> None:
 
     class Api:
         def list_event_for_all_namespaces(self, **kwargs: Any) -> Any:
+            if kwargs["field_selector"] != f"reason={EVENT_REASON}":
+                return client.CoreV1EventList(items=[], metadata=client.V1ListMeta())
             return pages.pop(0)
 
     assert records_from_events(Api()) == [record]
