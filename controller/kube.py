@@ -25,8 +25,11 @@ class KubeWriter:
         self.name = name
 
     def write(self, validating: list[dict[str, Any]], mutating: list[dict[str, Any]]) -> None:
-        self._put("ValidatingWebhookConfiguration", validating)
+        # The mark first: once the validating webhooks reach a newly covered namespace they refuse its
+        # unmarked pods, so the mutating webhook must be marking them by then. (Narrowing in this order
+        # only marks a few pods that no longer need it, which the extender passes untouched.)
         self._put("MutatingWebhookConfiguration", mutating)
+        self._put("ValidatingWebhookConfiguration", validating)
 
     def _put(self, kind: str, webhooks: list[dict[str, Any]]) -> None:
         suffix = (
