@@ -88,7 +88,14 @@ class Demo:
         say(f"a TrustPolicy makes every pod in {workloads.APPS} trust-requiring; a Deployment of 4 there")
         installed.apply(*workloads.namespaces_and_policy())
         probe = workloads.pod(self.busybox, "probe", workloads.APPS)
-        eventually(lambda: installed.marked(workloads.APPS, probe), "the webhooks scoped to the policy", timeout=60)
+
+        def scoped() -> bool:  # refused while the webhooks' scope catches up with the policy
+            try:
+                return installed.marked(workloads.APPS, probe)
+            except KubeAPIError:
+                return False
+
+        eventually(scoped, "the webhooks scoped to the policy", timeout=60)
         installed.apply(workloads.deployment(self.busybox, "ledger", workloads.APPS, replicas=4))
         for node in NODES:
             plain = workloads.pod(self.busybox, f"plain-{node}", workloads.PLAIN, nodeName=node)
