@@ -197,9 +197,9 @@ class Evictor:
             self.outcomes.labels("failed").inc()
             self._later(key, trust)
             return
-        self.outcomes.labels("evicted").inc()
         log.warning("evicted pod %s/%s from node %s: %s", trust.namespace, trust.name, trust.node, trust.reasons)
         self.audit.record(self._record(trust))
+        self.outcomes.labels("evicted").inc()
 
     def _record(self, trust: PodTrust) -> AuditRecord:
         return AuditRecord(
