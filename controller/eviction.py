@@ -83,6 +83,7 @@ class Evictor:
         self._tokens = float(pacing.burst)
         self._filled = clock()
         self._held = False
+        self._done: dict[str, float] = {}  # uids evicted lately: asked again before the watch says so, skipped
         self.outcomes = Counter(
             "trustgate_pod_evictions_total",
             "Evictions of pods from nodes that lost trust, by outcome (evicted; blocked: a PodDisruptionBudget "
@@ -119,7 +120,7 @@ class Evictor:
     def request(self, trust: PodTrust) -> None:
         """Queue `trust`'s pod for eviction (once: asking again while it waits changes nothing)."""
         with self._cond:
-            if trust.key in self._pending:
+            if trust.key in self._pending or (trust.uid and trust.uid in self._done):
                 return
             self._pending[trust.key] = trust
             heapq.heappush(self._queue, (self.clock(), trust.key))
@@ -198,8 +199,16 @@ class Evictor:
             self._later(key, trust)
             return
         log.warning("evicted pod %s/%s from node %s: %s", trust.namespace, trust.name, trust.node, trust.reasons)
+        self._remember(trust.uid)
         self.audit.record(self._record(trust))
         self.outcomes.labels("evicted").inc()
+
+    def _remember(self, uid: str) -> None:
+        now = self.clock()
+        with self._cond:
+            self._done = {u: t for u, t in self._done.items() if now - t < 600}
+            if uid:
+                self._done[uid] = now
 
     def _record(self, trust: PodTrust) -> AuditRecord:
         return AuditRecord(

@@ -173,8 +173,8 @@ class PodTrustController:
             self._snapshot_changed = True
             self._wake.notify()
 
-    def _mark(self, namespaces: Iterable[str], retry: bool = False, since: float | None = None) -> None:
-        now = time.monotonic() if since is None else since
+    def _mark(self, namespaces: Iterable[str], retry: bool = False) -> None:
+        now = time.monotonic()
         with self._wake:
             if retry:
                 heapq.heappush(self._timers, (self.clock() + RETRY_SECONDS, "namespace:" + ",".join(namespaces)))
@@ -242,7 +242,7 @@ class PodTrustController:
         self._track_nodes(snapshot, nodes, now)
         for namespace in namespaces:
             self._judge_namespace(snapshot, namespace, now)
-        self.results_counts()
+        self._count_results()
         if self.leading.is_set():
             self._publish(namespaces)
 
@@ -283,7 +283,7 @@ class PodTrustController:
         else:
             self._state.pop(namespace, None)
 
-    def results_counts(self) -> None:
+    def _count_results(self) -> None:
         counts = Counter(entry.trust.result for entries in self._state.values() for entry in entries.values())
         for result in Result:
             self.results.labels(result.value).set(counts.get(result, 0))

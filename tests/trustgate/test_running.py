@@ -108,6 +108,16 @@ def test_only_an_enforce_policy_with_on_trust_lost_evict_asks_for_eviction(issue
     assert not evicts("db", "gone")  # a deleted node's pods are the pod garbage collector's
 
 
+def test_a_pod_being_deleted_keeps_its_result_and_is_never_evicted_again(issuer: Issuer) -> None:
+    pod = pod_object(name="db-0", labels={"app": "db"}, node_name="weak")
+    pod["metadata"]["deletionTimestamp"] = "2026-11-26T10:00:00Z"
+    policy = trust_policy("evict", podSelector={"matchLabels": {"app": "db"}}, onTrustLost="Evict")
+
+    trust = judge(world(issuer, [policy]), running_pod(pod), NOW)
+
+    assert trust is not None and trust.result is Result.FAIL and not trust.evict
+
+
 def test_a_malformed_policy_reports_an_error_and_never_evicts(issuer: Issuer) -> None:
     broken = trust_policy("broken", podSelector={"matchLabels": {"app": "db"}}, requiredLevels=["bios"])
     broken["spec"]["onTrustLost"] = "Evict"

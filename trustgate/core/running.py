@@ -37,6 +37,7 @@ class RunningPod:
 
     facts: PodFacts
     uid: str
+    terminating: bool = False  # being deleted (evicted already): still on its node, never evicted again
 
     @property
     def key(self) -> tuple[str, str]:
@@ -50,7 +51,9 @@ def running_pod(pod: Mapping[str, Any]) -> RunningPod:
         raise PolicyError("pod is not bound to a node")
     metadata = pod.get("metadata") or {}
     uid = metadata.get("uid")
-    return RunningPod(facts=facts, uid=uid if isinstance(uid, str) else "")
+    return RunningPod(
+        facts=facts, uid=uid if isinstance(uid, str) else "", terminating=bool(metadata.get("deletionTimestamp"))
+    )
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,7 @@ def _failed(pod: RunningPod, sources: tuple[str, ...], verdict: Verdict) -> PodT
         result = Result.ERROR
     else:
         result = Result.FAIL if enforced else Result.WARN
-    evict = any(
+    evict = not pod.terminating and any(
         f.source.on_trust_lost is OnTrustLost.EVICT
         and f.source.enforcement is Enforcement.ENFORCE
         and f.source.policy_error is None
