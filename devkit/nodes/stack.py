@@ -7,6 +7,8 @@ control plane is ``devkit.controlplane``'s ``ControlPlane``.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +23,37 @@ from devkit.nodes.namespaces import Identity
 from devkit.nodes.network import HostNetwork
 from devkit.nodes.node import WorkerNode
 from devkit.nodes.procs import NodeError
+
+HOST_LOCK = Path("/run/trustgate-nodes.lock")
+HOST_LOCK_WAIT = 1800.0
+
+
+class HostLock:
+    """One cluster of real nodes per machine at a time: they share the host bridge, its addresses, the
+    namespace names and netfilter tables, and a second one would tear the first down as leftovers. Held
+    (an exclusive `flock`) from `NodeStack.up` to `down`; another run waits for it."""
+
+    def __init__(self, path: Path = HOST_LOCK) -> None:
+        self.path, self.fd = path, -1
+
+    def acquire(self, timeout: float = HOST_LOCK_WAIT) -> None:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(self.fd)
+                    self.fd = -1
+                    raise NodeError(f"another cluster of real nodes has held {self.path} for {timeout:.0f}s") from None
+                time.sleep(1)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing the descriptor releases the lock
+            self.fd = -1
 
 
 def configure_for_nodes(cp: Any, net: HostNetwork, mixed_with_api_only_nodes: bool = True) -> None:
@@ -58,6 +91,7 @@ class NodeStack:
         self.cp: Any = None  # a devkit.controlplane.ControlPlane once up
         self.proxy: HostProxy | None = None
         self._started: list[Any] = []
+        self.host_lock = HostLock()
         for name in self.node_names:
             self.identities.setdefault(name, Identity(str(uuid.uuid4()), str(uuid.uuid4())))
 
@@ -69,6 +103,7 @@ class NodeStack:
         from devkit.controlplane.controlplane import SERVICE_CLUSTER_IP_RANGE, ControlPlane
 
         self.net.service_cidr = SERVICE_CLUSTER_IP_RANGE
+        self.host_lock.acquire()
         try:
             self._started.append(self.net.up())
             cp = control_plane
@@ -118,6 +153,7 @@ class NodeStack:
                     thing.stop()
             except Exception as e:
                 errors.append(f"{type(thing).__name__}: {e}")
+        self.host_lock.release()
         if errors:
             raise NodeError("teardown incomplete: " + "; ".join(errors))
 
