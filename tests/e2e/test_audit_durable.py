@@ -144,6 +144,9 @@ def test_every_refusal_the_api_server_logged_is_in_trustctl_audit_once_after_a_r
     assert max(uids.values()) == 1, "a record listed twice"
     missing = {r.uid for r in logged} - set(uids)
     assert not missing, f"{len(missing)} refusals in the API server's audit log are not in trustctl audit"
+    stdout = [arg for replica in replicas for arg in ("--file", str(stack.log_file(replica)))]
+    from_stdout = {r.uid for r in trustctl_audit(*stdout, "--namespace", NAMESPACE)}
+    assert {r.uid for r in logged} <= from_stdout  # stdout alone, the log pipeline's copy, has them all too
     by_replica = Counter(r.replica for r in listed)
     assert by_replica["webhook"] > 0 and by_replica["webhook-2"] > 0, by_replica  # both held a part
 
