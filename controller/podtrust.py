@@ -36,6 +36,7 @@ from trustgate.core.snapshot import Snapshot
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 1.0
+MAX_RETRY_SECONDS = 60.0  # a namespace whose report keeps failing (no CRD, no RBAC) is retried this often at most
 UPDATE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -85,6 +86,7 @@ class PodTrustController:
         self._state: dict[str, dict[tuple[str, str], Entry]] = {}
         self._written: dict[str, str | None] | None = None  # None: not read from the API server yet
         self._trusted_nodes: set[str] = set()
+        self._failures: dict[str, int] = {}  # namespace -> writes failed in a row
         self._seen: tuple[Any, Any] | None = None  # (policies, namespaces) of the last full pass
         self._metrics(registry)
         cache.add_listener(self._nodes_changed)
@@ -298,7 +300,6 @@ class PodTrustController:
                 self._mark(set(namespaces), retry=True)
                 return
             namespaces = {**dict.fromkeys(self._written, time.monotonic()), **namespaces}
-        failed = []
         for namespace, since in namespaces.items():
             entries = self._state.get(namespace)
             body = report_body(namespace, entries.values(), self.max_results) if entries else None
@@ -315,12 +316,15 @@ class PodTrustController:
                     self._written[namespace] = wanted
                     self.report_writes.labels("written").inc()
                 self.update_seconds.observe(max(0.0, time.monotonic() - since))
+                self._failures.pop(namespace, None)
             except Exception as error:
-                log.warning("cannot write the PolicyReport of namespace %s: %s", namespace, error)
+                failures = self._failures[namespace] = self._failures.get(namespace, 0) + 1
+                delay = min(MAX_RETRY_SECONDS, RETRY_SECONDS * 2 ** (failures - 1))
+                log.warning(
+                    "cannot write the PolicyReport of namespace %s (again in %.0fs): %s", namespace, delay, error
+                )
                 self.report_writes.labels("failed").inc()
-                failed.append(namespace)
-        if failed:
-            self._mark(failed, retry=True)
+                self._schedule(f"namespace:{namespace}", self.clock() + delay)
 
     # --- what the evictor and tests read ------------------------------------------------------
 
