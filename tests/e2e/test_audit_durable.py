@@ -82,6 +82,8 @@ def replicas(stack: DevStack) -> Iterator[list[str]]:
         stack.extra_args.pop("webhook", None)
         stack.scale_webhook(1)
         stack.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+        for kind in ("trustpolicy/audit-burst", "trustpolicy/audit-warn", f"node/{BARE}"):
+            stack.kubectl("delete", kind, "--ignore-not-found", check=False)
 
 
 def trustctl_audit(*argv: str) -> list[AuditRecord]:
