@@ -64,7 +64,7 @@ def extender(settings: ExtenderSettings) -> Flask:
     @app.post("/prioritize")
     def prioritize_view() -> Response:
         decode_args(request.get_data(cache=False))
-        return reply(encode_priorities([]))
+        return reply(encode_priorities([], []))
 
     @app.post("/bind")
     def bind_view() -> Response:

@@ -7,6 +7,8 @@ control plane is ``devkit.controlplane``'s ``ControlPlane``.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +24,46 @@ from devkit.nodes.namespaces import Identity
 from devkit.nodes.network import HostNetwork
 from devkit.nodes.node import WorkerNode
 from devkit.nodes.procs import NodeError
+
+HOST_LOCK = Path("/run/trustgate-nodes.lock")
+HOST_LOCK_WAIT = 1800.0
+
+
+class HostLock:
+    """One cluster of real nodes per machine at a time: they share the host bridge, its addresses, the
+    namespace names and netfilter tables, and a second one would tear the first down as leftovers. Held
+    (an exclusive `flock`) from `NodeStack.up` to `down`; another run waits for it."""
+
+    def __init__(self, path: Path = HOST_LOCK) -> None:
+        self.path, self.fd = path, -1
+
+    def acquire(self, timeout: float = HOST_LOCK_WAIT) -> None:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(self.fd)
+                    self.fd = -1
+                    raise NodeError(f"another cluster of real nodes has held {self.path} for {timeout:.0f}s") from None
+                time.sleep(1)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing the descriptor releases the lock
+            self.fd = -1
+
+
+def configure_for_nodes(cp: Any, net: HostNetwork, mixed_with_api_only_nodes: bool = True) -> None:
+    """Make a control plane (not started yet) one that real nodes join: it listens on the host bridge,
+    runs the node lifecycle controller, and reaches the kubelets (see ``cluster_access``)."""
+    cp.bind_address = net.gateway
+    cp.node_lifecycle_controller = True
+    cp.extra_args.setdefault("kube-apiserver", []).extend(apiserver_args(cp))
+    cp.extra_args.setdefault("kube-controller-manager", []).extend(controller_manager_args(mixed_with_api_only_nodes))
 
 
 @dataclass
@@ -52,28 +94,25 @@ class NodeStack:
         self.cp: Any = None  # a devkit.controlplane.ControlPlane once up
         self.proxy: HostProxy | None = None
         self._started: list[Any] = []
+        self.host_lock = HostLock()
         for name in self.node_names:
             self.identities.setdefault(name, Identity(str(uuid.uuid4()), str(uuid.uuid4())))
 
-    def up(self, after_control_plane: Callable[[Any], object] | None = None) -> NodeStack:
+    def up(self, after_control_plane: Callable[[Any], object] | None = None, control_plane: Any = None) -> NodeStack:
         """Bring everything up; ``after_control_plane(cp)`` runs before the nodes start (e.g.
-        to create API-only nodes). On failure, what was started is stopped and the error raised."""
+        to create API-only nodes). ``control_plane``: a ``ControlPlane`` set up by the caller (with
+        ``configure_for_nodes``, not started) instead of a new one. On failure, what was started is
+        stopped and the error raised."""
         from devkit.controlplane.controlplane import SERVICE_CLUSTER_IP_RANGE, ControlPlane
 
         self.net.service_cidr = SERVICE_CLUSTER_IP_RANGE
+        self.host_lock.acquire()
         try:
             self._started.append(self.net.up())
-            cp = ControlPlane(
-                self.workdir / "cp",
-                scheduler_config=self.scheduler_config,
-                bin_dir=self.bin_dir,
-                bind_address=self.net.gateway,
-                node_lifecycle_controller=True,
-            )
-            cp.extra_args = {
-                "kube-apiserver": apiserver_args(cp),
-                "kube-controller-manager": controller_manager_args(self.mixed_with_api_only_nodes),
-            }
+            cp = control_plane
+            if cp is None:
+                cp = ControlPlane(self.workdir / "cp", scheduler_config=self.scheduler_config, bin_dir=self.bin_dir)
+                configure_for_nodes(cp, self.net, self.mixed_with_api_only_nodes)
             t = time.monotonic()
             self._started.append(cp.start())
             self.cp = cp
@@ -126,6 +165,7 @@ class NodeStack:
                     thing.stop()
             except Exception as e:
                 errors.append(f"{type(thing).__name__}: {e}")
+        self.host_lock.release()
         if errors:
             raise NodeError("teardown incomplete: " + "; ".join(errors))
 
