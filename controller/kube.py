@@ -1,18 +1,21 @@
-"""The controller's writes to the API server: webhook configurations and Events about policies."""
+"""The controller's writes to the API server: webhook configurations, Events about policies, PolicyReports
+and evictions."""
 
 from __future__ import annotations
 
 import base64
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from controller.eviction import EvictionBlocked, PodGone
 from controller.webhooks import CONFIGURATION, INVALID_POLICY
 from trustgate.cluster.resources import GROUP_VERSION
+from trustgate.core import policyreport
 from trustgate.core.policy import TrustPolicy
 
 COMPONENT = "trustgate-controller"
@@ -140,3 +143,107 @@ class KubeSecrets:
             return
         body["metadata"]["resourceVersion"] = current.metadata.resource_version
         replace(name, self.namespace, body)
+
+
+class PolicyReports:
+    """trustgate's PolicyReports (`wgpolicyk8s.io/v1alpha2`, one per namespace) in the API server."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.objects = client.CustomObjectsApi(api)
+
+    def existing(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        token = None
+        while True:
+            page = self.objects.list_cluster_custom_object(
+                policyreport.GROUP,
+                policyreport.VERSION,
+                policyreport.PLURAL,
+                label_selector=",".join(f"{k}={v}" for k, v in policyreport.MANAGED_BY.items()),
+                field_selector=f"metadata.name={policyreport.REPORT_NAME}",
+                limit=500,
+                **({"_continue": token} if token else {}),
+            )
+            for item in page.get("items") or []:
+                found[item["metadata"]["namespace"]] = policyreport.content(item)
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return found
+
+    def put(self, report: dict[str, Any]) -> None:
+        namespace = report["metadata"]["namespace"]
+        args = (policyreport.GROUP, policyreport.VERSION, namespace, policyreport.PLURAL)
+        for _ in range(5):  # optimistic concurrency: re-read after a conflict
+            try:
+                current = self.objects.get_namespaced_custom_object(*args, policyreport.REPORT_NAME)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+                try:
+                    self.objects.create_namespaced_custom_object(*args, report)
+                    return
+                except ApiException as created:
+                    if created.status != 409:
+                        raise
+                    continue
+            body = json.loads(json.dumps(report))
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            try:
+                self.objects.replace_namespaced_custom_object(*args, policyreport.REPORT_NAME, body)
+                return
+            except ApiException as error:
+                if error.status != 409:
+                    raise
+        raise RuntimeError(f"PolicyReport {namespace}/{policyreport.REPORT_NAME} kept changing under us")
+
+    def delete(self, namespace: str) -> None:
+        try:
+            self.objects.delete_namespaced_custom_object(
+                policyreport.GROUP, policyreport.VERSION, namespace, policyreport.PLURAL, policyreport.REPORT_NAME
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+
+def evict_pod(api: client.ApiClient) -> Callable[[str, str, str], None]:
+    """`evict(namespace, name, uid)` through the Eviction API (policy/v1), the pod's uid as a precondition.
+
+    Raises `EvictionBlocked` when the API server refuses for now (429: a PodDisruptionBudget), `PodGone`
+    when the pod is gone or is another pod (404, 409), `ApiException` otherwise. A raw POST: the
+    generated client cannot read the Status the API server answers."""
+
+    def evict(namespace: str, name: str, uid: str) -> None:
+        body: dict[str, Any] = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace},
+        }
+        if uid:
+            body["deleteOptions"] = {"preconditions": {"uid": uid}}
+        method, url, headers, payload, post_params = api.param_serialize(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/pods/{name}/eviction",
+            header_params={"Accept": "application/json", "Content-Type": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = api.call_api(method, url, headers, payload, post_params, _request_timeout=(5, 10))
+        if 200 <= response.status < 300:
+            return
+        text = response.read()
+        message = _status_message(text) or f"HTTP {response.status}"
+        if response.status == 429:
+            raise EvictionBlocked(message)
+        if response.status in (404, 409):
+            raise PodGone(message)
+        raise ApiException(status=response.status, reason=response.reason, body=text)
+
+    return evict
+
+
+def _status_message(text: bytes) -> str:
+    try:
+        return str(json.loads(text).get("message") or "")
+    except (ValueError, AttributeError):
+        return ""

@@ -31,11 +31,13 @@ import yaml
 from devkit import chart
 from devkit.controlplane import ControlPlane, free_ports, recorded_running, stop_recorded
 from devkit.pki import CertKey, issue_cert, load_or_create_ca
+from devkit.tcp_proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "trustgate-system"
 ISSUER = "https://aias.trustgate.dev.local"
 SERVICES = ("extender", "webhook", "controller")
+POLICY_REPORT_CRD = "policyreports.wgpolicyk8s.io"
 SKEW_SECONDS = 2  # every component of the stack shares this machine's clock
 IDENTITY = {service: f"system:serviceaccount:{NAMESPACE}:trustgate-{service}" for service in SERVICES}
 CONFIGURATIONS = ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
@@ -47,11 +49,21 @@ def _bin(name: str) -> str:
 
 @dataclass
 class DevStack:
+    """The control plane and trustgate's services. With `real_nodes` (and the node kit), the control plane
+    is the one of a `devkit.nodes.NodeStack`: those kubelets run pods, beside API-only nodes.
+
+    A webhook replica is a service named `webhook` or `webhook-<n>` (`scale_webhook`): each has its own
+    port, log (its stdout and stderr) and audit file, behind a round-robin balancer on the webhook's port,
+    as a Service spreads connections over pods."""
+
     workdir: Path = ROOT / ".dev"
     bin_dir: Path | None = None
     ports: dict[str, int] = field(default_factory=dict)
     servers: dict[str, str] = field(default_factory=dict)  # per service: reach the API server here instead
     service_args: dict[str, list[str]] = field(default_factory=dict)  # per service: flags added or replaced
+    stdout: dict[str, str] = field(default_factory=dict)  # per service: its stdout here, not in its log
+    real_nodes: tuple[str, ...] = ()
+    kit: Any = None  # a devkit.nodes.kit.NodeKit, with real_nodes
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -71,6 +83,13 @@ class DevStack:
         self.cp.extra_args.setdefault("kube-apiserver", []).append(
             f"--admission-control-config-file={self.workdir / 'admission-configuration.yaml'}"
         )
+        self.node_stack: Any = None
+        self.balancer: TcpProxy | None = None
+        if self.real_nodes:
+            from devkit.nodes.stack import NodeStack, configure_for_nodes
+
+            self.node_stack = NodeStack(self.workdir / "nodes", self.real_nodes, self.kit, bin_dir=self.bin_dir)
+            configure_for_nodes(self.cp, self.node_stack.net, mixed_with_api_only_nodes=True)
 
     # --- URLs and files ------------------------------------------------------------------
 
@@ -90,18 +109,32 @@ class DevStack:
     def url(self, service: str) -> str:
         return f"https://127.0.0.1:{self.ports[service]}"
 
+    @property
+    def webhook_replicas(self) -> list[str]:
+        return sorted(s for s in self._procs if s == "webhook" or s.startswith("webhook-"))
+
+    def audit_file(self, service: str) -> Path:
+        """The JSON-lines audit file of a webhook replica (or the controller)."""
+        return self.audit_log if service == "webhook" else self.workdir / f"audit-{service}.jsonl"
+
+    def log_file(self, service: str) -> Path:
+        return self.logs / f"trustgate-{service}.log"
+
     # --- lifecycle -----------------------------------------------------------------------
 
     def up(self) -> DevStack:
         self._issuer()
         self._certificates()
         self.cp.scheduler_config = self._scheduler_config()
-        self.cp.start()
+        if self.node_stack is not None:
+            self.node_stack.up(control_plane=self.cp)  # the host network, this control plane, the kubelets
+        else:
+            self.cp.start()
         namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
         self.kubectl("apply", "-f", "-", input=chart.as_list([*chart.crds(), namespace]))
         self.kubectl("apply", "-f", "-", input=chart.as_list(chart.of_kind(self.manifests, *chart.RBAC_KINDS)))
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/nodetrustreports.trustgate.dev")
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/trustpolicies.trustgate.dev")
+        for crd in ("nodetrustreports.trustgate.dev", "trustpolicies.trustgate.dev", POLICY_REPORT_CRD):
+            self.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")
         self.create_configurations()
         for service in SERVICES:
             self.start_service(service)
@@ -110,15 +143,48 @@ class DevStack:
         return self
 
     def down(self) -> None:
-        for service in SERVICES:
+        for service in list(self._procs):
             self.stop_service(service)
+        if self.balancer is not None:
+            self.balancer.stop()
         _stop_recorded_services(self.workdir)
-        self.cp.stop()
+        if self.node_stack is not None:
+            self.node_stack.down()  # the nodes, the control plane, the host network
+        else:
+            self.cp.stop()
+
+    def scale_webhook(self, replicas: int) -> list[str]:
+        """Run `replicas` webhook replicas behind a round-robin balancer on the webhook's port (1: the
+        replica itself on that port, no balancer). Returns the replicas' service names."""
+        port = self.ports["webhook"]
+        if self.balancer is None:
+            self.ports["webhook"] = self.ports.get("webhook-0") or free_ports(1)[0]
+        for replica in self.webhook_replicas:
+            self.stop_service(replica)
+        if self.balancer is not None:
+            self.balancer.stop()
+            self.balancer = None
+            port = self.ports.pop("webhook-0")
+        if replicas == 1:
+            self.ports["webhook"] = port
+            self.start_service("webhook")
+            return ["webhook"]
+        self.ports["webhook-0"] = port  # the balancer's: the address the API server calls
+        names = ["webhook", *(f"webhook-{i}" for i in range(2, replicas + 1))]
+        for name in names[1:]:
+            self.ports.setdefault(name, free_ports(1)[0])
+        for name in names:
+            self.start_service(name)
+        more = [("127.0.0.1", self.ports[name]) for name in names[1:]]
+        self.balancer = TcpProxy(("127.0.0.1", self.ports["webhook"]), port=port, more=more, idle_timeout=None)
+        self.balancer.start()
+        return names
 
     def start_service(self, service: str, wait: bool = True) -> None:
-        log = open(self.logs / f"trustgate-{service}.log", "ab")  # noqa: SIM115 - owned by the child
+        log = open(self.log_file(service), "ab")  # noqa: SIM115 - owned by the child
+        out = open(self.stdout[service], "ab") if service in self.stdout else log  # noqa: SIM115 - the child's
         process = subprocess.Popen(
-            self.service_argv(service), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True
+            self.service_argv(service), stdout=out, stderr=log, cwd=self.workdir, start_new_session=True
         )
         self._procs[service] = process
         self._record()
@@ -143,30 +209,33 @@ class DevStack:
         self.stop_service(service, grace=0)
 
     def service_argv(self, service: str) -> list[str]:
+        program = "webhook" if service.startswith("webhook") else service
         common = [
             f"--issuer={ISSUER}",
             f"--jwks={self.jwks}",
-            f"--kubeconfig={self.service_kubeconfig(service)}",
+            f"--kubeconfig={self.service_kubeconfig(program)}",
             f"--namespace={NAMESPACE}",
             f"--skew={SKEW_SECONDS}",
         ]
         tls = [
             f"--bind=127.0.0.1:{self.ports[service]}",
-            f"--tls-cert={self.workdir / f'{service}.crt'}",
-            f"--tls-key={self.workdir / f'{service}.key'}",
+            f"--tls-cert={self.workdir / f'{program}.crt'}",
+            f"--tls-key={self.workdir / f'{program}.key'}",
         ]
         if service == "extender":  # the chart's settings (README, Performance)
             tls += [f"--client-ca={self.ca_file}", "--workers=1", "--threads=4"]
-        elif service == "webhook":
-            tls += [f"--client-ca={self.webhook_clients / 'ca.crt'}", f"--audit-log={self.audit_log}"]
-            tls += ["--workers=3", "--threads=8"]
+        elif program == "webhook":
+            tls += [f"--client-ca={self.webhook_clients / 'ca.crt'}", f"--audit-log={self.audit_file(service)}"]
+            tls += ["--workers=3", "--threads=8", f"--replica={service}"]
         else:
-            tls += [f"--webhook-ca-bundle={self.ca_file}", f"--webhook-url={self.url('webhook')}"]
+            webhook = f"https://127.0.0.1:{self.ports.get('webhook-0') or self.ports['webhook']}"
+            tls += [f"--webhook-ca-bundle={self.ca_file}", f"--webhook-url={webhook}"]
             tls += ["--identity=dev-controller", "--workers=1", "--threads=2"]
+            tls += [f"--audit-log={self.audit_file(service)}", f"--replica={service}", "--eviction-retry=2"]
         extra = self.service_args.get(service, [])
         replaced = {arg.split("=", 1)[0] for arg in extra}
         kept = [arg for arg in [*common, *tls] if arg.split("=", 1)[0] not in replaced]
-        return [_bin(f"trustgate-{service}"), *kept, *extra]
+        return [_bin(f"trustgate-{program}"), *kept, *extra]
 
     def service_kubeconfig(self, service: str) -> Path:
         """The service's kubeconfig: its own identity, and the API server at `servers[service]` if set."""
@@ -243,6 +312,7 @@ class DevStack:
         for service in SERVICES:
             issued = self.cp.issue_cert(f"trustgate-{service}", ["127.0.0.1", "localhost"], client=False, server=True)
             self._copy_cert(service, issued)
+
         scheduler = self.cp.issue_cert("kube-scheduler-extender-client", [], client=True, server=False)
         self._copy_cert("scheduler-client", scheduler)
         for service, user in IDENTITY.items():

@@ -4,6 +4,8 @@ proxy = TcpProxy(("127.0.0.1", apiserver_port)).start()   # proxy.port: where th
 proxy.cut()      # every connection dropped, new ones refused until `mend()`
 proxy.mend()
 proxy.stop()
+
+balancer = TcpProxy(("127.0.0.1", a), port=p, more=[("127.0.0.1", b)]).start()  # round robin, as a Service
 """
 
 from __future__ import annotations
@@ -15,9 +17,22 @@ import time
 
 
 class TcpProxy:
-    def __init__(self, target: tuple[str, int], delay: float = 0.0) -> None:
-        self.target, self.delay = target, delay
-        self._listener = socket.create_server(("127.0.0.1", 0))
+    """Forwards each connection to `target`, or with `more` targets to each in turn (a target that refuses
+    the connection is skipped, as a Service's endpoints drop a dead pod), listening on `port` (0: any).
+    A connection idle for `idle_timeout` seconds is closed (None: never, as for keep-alive HTTP clients)."""
+
+    def __init__(
+        self,
+        target: tuple[str, int],
+        delay: float = 0.0,
+        port: int = 0,
+        more: list[tuple[str, int]] | None = None,
+        idle_timeout: float | None = 5.0,
+    ) -> None:
+        self.target, self.delay, self.idle_timeout = target, delay, idle_timeout
+        self.targets = [target, *(more or [])]
+        self._next = 0
+        self._listener = socket.create_server(("127.0.0.1", port))
         self.port: int = self._listener.getsockname()[1]
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -54,15 +69,26 @@ class TcpProxy:
             if self._cut.is_set():
                 client.close()  # refused while cut
                 continue
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
+            upstream = self._connect()
+            if upstream is None:
                 client.close()
                 continue
             with self._lock:
                 self._open.update((client, upstream))
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    def _connect(self) -> socket.socket | None:
+        for _ in range(len(self.targets)):
+            target = self.targets[self._next % len(self.targets)]
+            self._next += 1
+            try:
+                upstream = socket.create_connection(target, timeout=5)
+            except OSError:
+                continue
+            upstream.settimeout(self.idle_timeout)
+            return upstream
+        return None
 
     def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         with contextlib.suppress(OSError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import socket
 import ssl
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -236,6 +237,35 @@ class TrustSettings(ClusterSettings):
             raise ConfigError("an empty --jwks or --pem path: every key file must be named")
         self.verifier()
         super().check()
+
+
+def choice(*allowed: str) -> Callable[[str], str]:
+    """A parser that accepts one of `allowed` (case-insensitive) and returns it as spelled there."""
+
+    def parse(text: str) -> str:
+        for value in allowed:
+            if text.strip().lower() == value.lower():
+                return value
+        raise ValueError(f"expected one of {', '.join(allowed)}, got {text!r}")
+
+    return parse
+
+
+@dataclass(frozen=True)
+class AuditSettings(Settings):
+    """Where a service's audit records go: stdout and a file are durable (they outlive the pod: the log
+    pipeline, a volume); Events are for people to see, and expire."""
+
+    audit_log: str | None = option(
+        "JSON-lines file every audit record is appended to (on a volume; one file per replica, e.g. "
+        "/var/log/trustgate/$(POD_NAME).jsonl)"
+    )
+    no_audit_stdout: bool = option("do not write audit records to stdout", False, switch=True)
+    no_events: bool = option("do not write a Kubernetes Event per audit record", False, switch=True)
+    replica: str | None = option("this replica's name in its audit records; default: $POD_NAME, else the host name")
+
+    def replica_name(self) -> str:
+        return self.replica or os.environ.get("POD_NAME") or socket.gethostname()
 
 
 @dataclass(frozen=True)

@@ -6,21 +6,22 @@ the cluster cache and the audit log (see `trustgate.serving.server` for the serv
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
 
 from flask import Flask, Response, request
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from trustgate.audit.record import DECISIONS, AuditRecord, format_rfc3339
+from trustgate.audit.record import DECISION_REJECTED, DECISIONS, AuditRecord, format_rfc3339
 from trustgate.audit.sinks import AuditLog
-from trustgate.core.reasons import CODES, Code, Reason, messages
+from trustgate.core.reasons import CODES, Code, Reason, describe, messages
 from trustgate.core.snapshot import ClusterView
 from trustgate.serving.identity import require_client_certificate
 from trustgate.serving.probes import add_probes, cache_not_ready
-from webhook.decide import Decision, Marking, Violation, decide, mark, refuse
+from webhook.decide import CODE_UNAVAILABLE, PREFIX, Decision, Marking, Violation, decide, mark, refuse
 from webhook.review import (
     MAX_BODY_BYTES,
     AdmissionRequest,
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 RESOURCES = ("pods", "pods/binding", "bindings", "pods/ephemeralcontainers")
 OUTCOMES = ("allowed", *DECISIONS)
+REFUSE, ADMIT = "refuse", "admit"  # what an admission becomes when its record cannot be kept
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 JSON = "application/json"
 
@@ -90,15 +92,20 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     client_certificates: bool = False,
     client_names: tuple[str, ...] = (),
+    refuse_unrecorded: bool = True,
 ) -> Flask:
     """The webhook application: `POST /validate`, `POST /mutate`, `GET /healthz`, `/readyz`, `/metrics`.
 
-    `registry` (default: the audit log's) serves `/metrics`; the audit log's counters are shown there too."""
+    `registry` (default: the audit log's) serves `/metrics`; the audit log's counters are shown there too.
+    `refuse_unrecorded`: a Warn or Audit admission whose record no durable sink took is refused (safe:
+    the security team's record of it would not exist); otherwise it is admitted, and only counted."""
     app = Flask("trustgate-webhook")
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes  # the one body-size check: werkzeug stops reading past it
     registry = registry if registry is not None else audit.registry
     audit.expose(registry)
     metrics = _Metrics(registry)
+    synced = Gauge("trustgate_webhook_cache_synced", "1 once the cluster cache has synced.", registry=registry)
+    synced.set_function(lambda: 1.0 if cluster.snapshot().synced else 0.0)
     add_probes(app, registry, cache_not_ready(lambda: cluster.snapshot().synced))
 
     def answer(payload: dict[str, Any], status: int = 200) -> Response:
@@ -127,7 +134,7 @@ def create_app(
                 return bad_request(str(error))
             decision = _decide_safely(cluster, review)
             if decision.violation is not None:
-                _account(metrics, audit, review, decision.violation, decision)
+                decision = _account(metrics, audit, review, decision, refuse_unrecorded)
             metrics.count(review.operation, review.resource_path, decision.outcome)
             return answer(
                 encode_response(
@@ -136,7 +143,7 @@ def create_app(
                     code=decision.code,
                     message=decision.message,
                     warnings=decision.warnings,
-                    annotations=decision.annotations,
+                    annotations=_annotations(review, decision),
                 )
             )
         finally:
@@ -161,14 +168,14 @@ def create_app(
                 decision = marking.refusal
                 metrics.count(review.operation, review.resource_path, decision.outcome)
                 if decision.violation is not None:
-                    _account(metrics, audit, review, decision.violation, decision)
+                    decision = _account(metrics, audit, review, decision, refuse_unrecorded)
                 return answer(
                     encode_response(
                         review.uid,
                         False,
                         code=decision.code,
                         message=decision.message,
-                        annotations=decision.annotations,
+                        annotations=_annotations(review, decision),
                     )
                 )
             metrics.marks.labels("marked" if marking.patch else "unchanged").inc()
@@ -214,10 +221,26 @@ def _decide_safely(cluster: ClusterView, review: AdmissionRequest) -> Decision:
         return refuse(Reason(Code.INTERNAL, f"{reason} (fail closed)"), 500, review.namespace, review.name)
 
 
+def _annotations(review: AdmissionRequest, decision: Decision) -> dict[str, str]:
+    """The decision's audit annotations, with what makes the API server's audit log a source of whole
+    records: the admission uid (the record's identity), the operation and the reasons' codes."""
+    if not decision.annotations:
+        return {}
+    annotations = dict(decision.annotations)
+    annotations["trustgate-uid"] = review.uid
+    annotations["trustgate-operation"] = review.operation
+    if decision.violation is not None:
+        annotations["trustgate-codes"] = ",".join(dict.fromkeys(r.code.value for r in decision.violation.reasons))
+    return annotations
+
+
 def _account(
-    metrics: _Metrics, audit: AuditLog, review: AdmissionRequest, violation: Violation, decision: Decision
-) -> None:
-    """Count a violation, log a rejection and, unless it is a dry run, record it."""
+    metrics: _Metrics, audit: AuditLog, review: AdmissionRequest, decision: Decision, refuse_unrecorded: bool
+) -> Decision:
+    """Count a violation, log a rejection and, unless it is a dry run, record it. Returns the decision to
+    answer: an admission whose record no durable sink took becomes a refusal under `refuse_unrecorded`."""
+    violation = decision.violation
+    assert violation is not None
     for code in dict.fromkeys(reason.code for reason in violation.reasons):
         metrics.violations.labels(violation.decision, code).inc()
     if not decision.allowed:
@@ -230,21 +253,57 @@ def _account(
             decision.message,
         )
     if review.dry_run:
-        return
-    audit.record(
-        AuditRecord(
-            time=format_rfc3339(time.time()),
-            uid=review.uid,
-            operation=review.operation,
-            namespace=violation.namespace or review.namespace,
-            pod=violation.pod,
-            node=violation.node,
-            user=review.username,
-            policy=violation.policy,
-            enforcement=violation.enforcement,
-            decision=violation.decision,
-            reasons=messages(violation.reasons),
-            codes=list(dict.fromkeys(reason.code.value for reason in violation.reasons)),
-            pod_uid=violation.pod_uid,
-        )
+        return decision
+    hold = decision.allowed and refuse_unrecorded
+    if audit.record(_record(review, violation), durable_required=hold) or not hold:
+        return decision
+    refusal = _unrecorded(decision, violation)
+    assert refusal.violation is not None
+    metrics.violations.labels(DECISION_REJECTED, Code.AUDIT_UNAVAILABLE).inc()
+    log.error("refused %s %s (uid %s): %s", review.operation, review.resource_path, review.uid, refusal.message)
+    audit.record(_record(review, refusal.violation))
+    return refusal
+
+
+def _unrecorded(decision: Decision, violation: Violation) -> Decision:
+    """The refusal of an admission whose record could not be kept."""
+    pod = f"{violation.namespace}/{violation.pod}"
+    reason = Reason(
+        Code.AUDIT_UNAVAILABLE,
+        f"the {violation.decision} admission of pod {pod} on node {violation.node} cannot be recorded (no audit "
+        "sink could write it), so it is refused (--on-audit-failure=refuse)",
+    )
+    refusal = dataclasses.replace(
+        violation,
+        decision=DECISION_REJECTED,
+        reasons=(*violation.reasons, reason),
+        pod_uid="",  # a refused CREATE leaves no pod; an UPDATE's pod keeps running as it was
+    )
+    annotations = {**decision.annotations, "trustgate-decision": DECISION_REJECTED}
+    annotations["trustgate-reasons"] = describe(refusal.reasons)
+    return Decision(
+        allowed=False,
+        code=CODE_UNAVAILABLE,
+        message=f"{PREFIX}{reason.message}: {describe(violation.reasons)}",
+        warnings=decision.warnings,
+        annotations=annotations,
+        violation=refusal,
+    )
+
+
+def _record(review: AdmissionRequest, violation: Violation) -> AuditRecord:
+    return AuditRecord(
+        time=format_rfc3339(time.time()),
+        uid=review.uid,
+        operation=review.operation,
+        namespace=violation.namespace or review.namespace,
+        pod=violation.pod,
+        node=violation.node,
+        user=review.username,
+        policy=violation.policy,
+        enforcement=violation.enforcement,
+        decision=violation.decision,
+        reasons=messages(violation.reasons),
+        codes=list(dict.fromkeys(reason.code.value for reason in violation.reasons)),
+        pod_uid=violation.pod_uid,
     )

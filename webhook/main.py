@@ -16,18 +16,30 @@ from dataclasses import dataclass
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
-from trustgate.audit.sinks import AuditLog, EventSink, JsonLinesSink, Sink
+from trustgate.audit.sinks import audit_log
 from trustgate.cluster.api import api_client
 from trustgate.cluster.cache import ClusterCache
-from trustgate.settings import ServingSettings, TrustSettings, option
+from trustgate.settings import AuditSettings, ConfigError, ServingSettings, TrustSettings, choice, option
 from trustgate.startup import Command, Service
-from webhook.app import create_app
+from webhook.app import ADMIT, REFUSE, create_app
 
 
 @dataclass(frozen=True)
-class WebhookSettings(TrustSettings, ServingSettings):
-    audit_log: str | None = option("JSON-lines file every audit record is appended to")
-    no_events: bool = option("do not write a Kubernetes Event per audit record", False, switch=True)
+class WebhookSettings(TrustSettings, ServingSettings, AuditSettings):
+    on_audit_failure: str = option(
+        "what a Warn or Audit admission becomes when no durable audit sink (stdout, --audit-log) took its "
+        "record: refuse (the default: nothing is admitted unrecorded) or admit",
+        REFUSE,
+        parse=choice(REFUSE, ADMIT),
+    )
+
+    def check(self) -> None:
+        super().check()
+        if self.no_audit_stdout and not self.audit_log and self.on_audit_failure == REFUSE:
+            raise ConfigError(
+                "--no-audit-stdout without --audit-log leaves no durable audit sink: every Warn and Audit "
+                "admission would be refused; set --audit-log, or --on-audit-failure=admit"
+            )
 
 
 def create(settings: WebhookSettings) -> Flask:
@@ -37,18 +49,21 @@ def create(settings: WebhookSettings) -> Flask:
     api = api_client(settings.kubeconfig)
     # Bindings name a pod: the pods not bound yet are watched, so that a Binding is judged without a read.
     cache = ClusterCache(api, settings.verifier(), watch_pods=True, exempt=settings.exempt).start()
-    sinks: list[Sink] = []
-    if settings.audit_log:
-        sinks.append(JsonLinesSink(settings.audit_log))
-    if not settings.no_events:
-        sinks.append(EventSink(client.CoreV1Api(api)))
     registry = CollectorRegistry()
+    audit = audit_log(
+        registry,
+        file=settings.audit_log,
+        stdout=not settings.no_audit_stdout,
+        events_api=None if settings.no_events else client.CoreV1Api(api),
+        replica=settings.replica_name(),
+    )
     app = create_app(
         cache,
-        AuditLog(sinks, registry),
+        audit,
         registry,
         client_certificates=settings.client_ca is not None,
         client_names=settings.client_names,
+        refuse_unrecorded=settings.on_audit_failure == REFUSE,
     )
     gc.freeze()  # keep the start-up objects out of full collections (a pause in the request path)
     return app

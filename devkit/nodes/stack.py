@@ -27,6 +27,15 @@ from devkit.nodes.node import WorkerNode
 from devkit.nodes.procs import NodeError
 
 
+def configure_for_nodes(cp: Any, net: HostNetwork, mixed_with_api_only_nodes: bool = True) -> None:
+    """Make a control plane (not started yet) one that real nodes join: it listens on the host bridge,
+    runs the node lifecycle controller, and reaches the kubelets (see ``cluster_access``)."""
+    cp.bind_address = net.gateway
+    cp.node_lifecycle_controller = True
+    cp.extra_args.setdefault("kube-apiserver", []).extend(apiserver_args(cp))
+    cp.extra_args.setdefault("kube-controller-manager", []).extend(controller_manager_args(mixed_with_api_only_nodes))
+
+
 @dataclass
 class NodeStack:
     """``node_names`` real nodes on a fresh control plane in ``workdir``.
@@ -65,9 +74,11 @@ class NodeStack:
         for name in self.node_names:
             self.identities.setdefault(name, Identity(str(uuid.uuid4()), str(uuid.uuid4())))
 
-    def up(self, after_control_plane: Callable[[Any], object] | None = None) -> NodeStack:
+    def up(self, after_control_plane: Callable[[Any], object] | None = None, control_plane: Any = None) -> NodeStack:
         """Bring everything up; ``after_control_plane(cp)`` runs before the nodes start (e.g.
-        to create API-only nodes). On failure, what was started is stopped and the error raised."""
+        to create API-only nodes). ``control_plane``: a ``ControlPlane`` set up by the caller (with
+        ``configure_for_nodes``, not started) instead of a new one. On failure, what was started is
+        stopped and the error raised."""
         from devkit.controlplane.controlplane import SERVICE_CLUSTER_IP_RANGE, ControlPlane
 
         self.net.service_cidr = SERVICE_CLUSTER_IP_RANGE
@@ -76,17 +87,10 @@ class NodeStack:
         self.timings["waited_for_the_host"] = time.monotonic() - t
         try:
             self._started.append(self.net.up())
-            cp = ControlPlane(
-                self.workdir / "cp",
-                scheduler_config=self.scheduler_config,
-                bin_dir=self.bin_dir,
-                bind_address=self.net.gateway,
-                node_lifecycle_controller=True,
-            )
-            cp.extra_args = {
-                "kube-apiserver": apiserver_args(cp),
-                "kube-controller-manager": controller_manager_args(self.mixed_with_api_only_nodes),
-            }
+            cp = control_plane
+            if cp is None:
+                cp = ControlPlane(self.workdir / "cp", scheduler_config=self.scheduler_config, bin_dir=self.bin_dir)
+                configure_for_nodes(cp, self.net, self.mixed_with_api_only_nodes)
             for component, args in self.extra_args.items():
                 cp.extra_args.setdefault(component, []).extend(args)
             t = time.monotonic()

@@ -33,7 +33,11 @@ from ..prerequisites import require_helm
 
 NAMESPACE = "trust-ops"
 ISSUER = {"issuer": {"name": "https://aias.example"}}
-EVERYTHING = ISSUER | {"attestation": {"enabled": True}, "agent": {"enabled": True}}
+EVERYTHING = ISSUER | {
+    "attestation": {"enabled": True},
+    "agent": {"enabled": True},
+    "webhook": {"auditVolume": {"enabled": True}},
+}
 CERT_MANAGER = EVERYTHING | {"certificates": {"mode": "cert-manager", "certManager": {"issuerRef": {"name": "ca"}}}}
 PROGRAMS: dict[str, type[Settings]] = {
     "trustgate-extender": ExtenderSettings,
@@ -345,3 +349,53 @@ def test_the_key_broker_reads_one_secret_by_name_and_writes_no_trust_object() ->
     without = render(ISSUER | {"attestation": {"enabled": True}})
     assert not [o for o in without if o["metadata"]["name"] == "trustgate:keybroker"]
     assert "TRUSTGATE_IMAGE_KEYS" not in env(containers(without)["trustgate-attestation"])
+
+
+def test_monitoring_is_off_by_default_and_when_on_installs_the_files_rules_and_dashboard_verbatim() -> None:
+    assert not chart.of_kind(render(ISSUER), "PrometheusRule")
+    on = {"prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus"}}}
+    on["grafanaDashboard"] = {"enabled": True}
+    objects = render(ISSUER | {"monitoring": on})
+    rule = named(objects, "PrometheusRule", "trustgate")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus"
+    assert rule["spec"] == yaml.safe_load((chart.CHART / "files" / "prometheus-rules.yaml").read_text())
+    dashboard = named(objects, "ConfigMap", "trustgate-grafana-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["trustgate.json"]) == json.loads(
+        (chart.CHART / "files" / "grafana-dashboard.json").read_text()
+    )
+
+
+def test_with_an_audit_volume_every_webhook_replica_appends_to_its_own_file_on_one_shared_claim() -> None:
+    assert not any("--audit-log" in a for a in arguments(containers(render(ISSUER))["trustgate-webhook"]))
+    objects = render(ISSUER | {"webhook": {"auditVolume": {"enabled": True, "storageClassName": "nfs"}}})
+    webhook = containers(objects)["trustgate-webhook"]
+    assert "--audit-log=/var/log/trustgate/$(POD_NAME).jsonl" in arguments(webhook)
+    (pod_name,) = [e for e in webhook["env"] if e["name"] == "POD_NAME"]
+    assert pod_name["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    claim = named(objects, "PersistentVolumeClaim", "trustgate-audit")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"] and claim["spec"]["storageClassName"] == "nfs"
+    (volume,) = [
+        v
+        for v in named(objects, "Deployment", "trustgate-webhook")["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == "audit"
+    ]
+    assert volume["persistentVolumeClaim"]["claimName"] == "trustgate-audit"
+
+
+def test_the_controller_is_handed_the_pod_trust_and_eviction_settings() -> None:
+    default = arguments(containers(render(ISSUER))["trustgate-controller"])
+    assert "--policy-report-max-results=1000" in default and "--eviction-rate=2" in default
+    values = {"controller": {"podTrust": {"enabled": False}, "eviction": {"rate": 0.5, "pauseFraction": 0.2}}}
+    changed = arguments(containers(render(ISSUER | values))["trustgate-controller"])
+    assert "--no-pod-trust" in changed and "--eviction-rate=0.5" in changed
+    assert "--eviction-pause-fraction=0.2" in changed
+    with pytest.raises(chart.ChartError, match="pauseFraction"):
+        chart.render(ISSUER | {"controller": {"eviction": {"pauseFraction": 2}}}, namespace=NAMESPACE)
+
+
+def test_the_controller_may_watch_pods_write_policy_reports_and_evict_but_never_delete_pods() -> None:
+    role = named(render(ISSUER), "ClusterRole", "trustgate:controller")
+    rights = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    assert {("pods", "watch"), ("policyreports", "create"), ("pods/eviction", "create")} <= rights
+    assert ("pods", "delete") not in rights

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from devkit.factories import Issuer, pod_object
 from trustgate.audit.reader import records_from_events
-from trustgate.audit.sinks import AuditLog, EventSink, JsonLinesSink
+from trustgate.audit.sinks import AuditLog, EventSink, JsonLinesSink, StreamSink
 from trustgate.cli.main import main
 from trustgate.core.snapshot import StaticCluster
 from webhook.app import create_app
@@ -40,7 +41,8 @@ class FakeEvents:
         self.created.append(body)
 
     def list_event_for_all_namespaces(self, **kwargs: Any) -> dict[str, Any]:
-        items = [e for e in self.created if kwargs.get("field_selector") == f"reason={e['reason']}"]
+        label = kwargs.get("label_selector")
+        items = [e for e in self.created if label in e["metadata"]["labels"]]
         return {"items": items, "metadata": {}}
 
 
@@ -81,3 +83,90 @@ def test_rejections_and_warnings_reach_trustctl_audit(
     assert {e["reason"] for e in events.created} == {"TrustPolicyViolation"}
     assert [r.pod for r in records_from_events(events)] == ["w", "vault", "web"]
     audit.close()
+
+
+# Records that cannot be kept
+
+
+class Broken:
+    """A durable sink whose disk is full."""
+
+    name = "jsonl"
+
+    def write(self, record: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+
+def warned_pod() -> dict[str, Any]:
+    return pod_create(pod_object(name="w", labels={"tier": "sensitive"}, node_name=EXPIRED))
+
+
+def test_a_warn_admission_that_no_durable_sink_can_record_is_refused(issuer: Issuer) -> None:
+    events = FakeEvents()
+    event_sink = EventSink(events)
+    audit = AuditLog([Broken(), event_sink])
+    client = create_app(StaticCluster(snapshot(issuer, policies=[WARN_POLICY])), audit).test_client()
+
+    response = client.post("/validate", json=warned_pod()).get_json()["response"]
+
+    assert response["allowed"] is False and response["status"]["code"] == 503
+    assert "cannot be recorded" in response["status"]["message"]
+    assert response["auditAnnotations"]["trustgate-decision"] == "rejected"
+    assert "audit_unavailable" in response["auditAnnotations"]["trustgate-codes"]
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'trustgate_audit_unrecorded_total{decision="warned"} 1.0' in metrics
+    assert 'trustgate_audit_unrecorded_total{decision="rejected"} 1.0' in metrics  # the refusal, on Events only
+    assert 'trustgate_audit_write_failures_total{sink="jsonl"} 2.0' in metrics
+    assert event_sink.flush()
+    (event,) = events.created  # people still see why: an Event of the refusal, none of the admission
+    assert event["metadata"]["labels"]["trustgate.dev/decision"] == "rejected"
+    assert "cannot be recorded" in event["message"]
+    audit.close()
+
+
+def test_with_on_audit_failure_admit_an_unrecorded_warn_admission_is_admitted_and_counted(issuer: Issuer) -> None:
+    audit = AuditLog([Broken()])
+    cluster = StaticCluster(snapshot(issuer, policies=[WARN_POLICY]))
+    client = create_app(cluster, audit, refuse_unrecorded=False).test_client()
+
+    response = client.post("/validate", json=warned_pod()).get_json()["response"]
+
+    assert response["allowed"] is True and response["warnings"]
+    assert audit.registry.get_sample_value("trustgate_audit_unrecorded_total", {"decision": "warned"}) == 1
+
+
+def test_a_warn_admission_recorded_on_stdout_alone_is_admitted(
+    issuer: Issuer, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    audit = AuditLog([StreamSink(), Broken()], replica="webhook-7d9f-x2")
+    client = create_app(StaticCluster(snapshot(issuer, policies=[WARN_POLICY])), audit).test_client()
+
+    response = client.post("/validate", json=warned_pod()).get_json()["response"]
+
+    assert response["allowed"] is True
+    (line,) = capfd.readouterr().out.splitlines()
+    record = json.loads(line)
+    assert record["trustgate_audit"] == "v1" and record["pod"] == "w" and record["decision"] == "warned"
+    assert record["replica"] == "webhook-7d9f-x2" and record["uid"] == response["uid"]
+
+
+def test_a_rejection_that_cannot_be_recorded_stays_a_rejection_and_is_counted(issuer: Issuer) -> None:
+    audit = AuditLog([Broken()])
+    client = create_app(StaticCluster(snapshot(issuer)), audit).test_client()
+    review = pod_create(pod_object(name="web", node_selector=TRUST_SELECTOR, node_name=EXPIRED))
+
+    response = client.post("/validate", json=review).get_json()["response"]
+
+    assert response["allowed"] is False and response["status"]["code"] == 403
+    assert audit.registry.get_sample_value("trustgate_audit_unrecorded_total", {"decision": "rejected"}) == 1
+
+
+def test_the_audit_annotations_carry_the_records_identity(issuer: Issuer) -> None:
+    client = create_app(StaticCluster(snapshot(issuer)), AuditLog([StreamSink(os.open(os.devnull, os.O_WRONLY))]))
+    review = pod_create(pod_object(name="web", node_selector=TRUST_SELECTOR, node_name=NO_REPORT))
+
+    annotations = client.test_client().post("/validate", json=review).get_json()["response"]["auditAnnotations"]
+
+    assert annotations["trustgate-uid"] == review["request"]["uid"]
+    assert annotations["trustgate-operation"] == "CREATE"
+    assert annotations["trustgate-codes"] == "no_report"

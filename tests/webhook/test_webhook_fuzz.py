@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from devkit.factories import Issuer, pod_object
-from trustgate.audit.sinks import AuditLog
+from trustgate.audit.sinks import AuditLog, JsonLinesSink
 from trustgate.core.policy import pod_facts
 from trustgate.core.snapshot import Snapshot, StaticCluster
 from webhook.app import create_app
@@ -82,7 +82,8 @@ def cluster_snapshot() -> Snapshot:
 
 @cache
 def client() -> FlaskClient:
-    return create_app(cluster(), AuditLog(), CollectorRegistry()).test_client()
+    # records kept (to nowhere) by a durable sink: the decisions are the core's, never turned into refusals
+    return create_app(cluster(), AuditLog([JsonLinesSink(os.devnull)]), CollectorRegistry()).test_client()
 
 
 # --- reviews ------------------------------------------------------------------------------------------

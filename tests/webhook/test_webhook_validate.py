@@ -397,6 +397,7 @@ def test_dry_run_decides_the_same_but_records_nothing(
     assert dry["allowed"] is wet["allowed"] is allowed
     assert dry.get("status") == wet.get("status")
     assert dry.get("warnings") == wet.get("warnings")
+    assert dry["auditAnnotations"].pop("trustgate-uid") != wet["auditAnnotations"].pop("trustgate-uid")
     assert dry["auditAnnotations"] == wet["auditAnnotations"]
 
 

@@ -1,7 +1,10 @@
-"""An audit record: a rejection, policy violation or image key release, as JSON, and where records live.
+"""An audit record: a rejection, policy violation, eviction or image key release, as JSON, and where records
+live in the cluster.
 
 Pure data: no I/O. The sinks (`trustgate.audit.sinks`) write records; `trustgate.audit.reader`
-reads them back.
+reads them back. A record's `uid` is its identity: the admission request's uid (unique per webhook
+call, and carried into the API server's audit log as the `trustgate-uid` annotation), or a fresh one
+for an eviction. The same record reaching several sinks, or read from several places, is one record.
 """
 
 from __future__ import annotations
@@ -16,15 +19,20 @@ DECISION_REJECTED = "rejected"
 DECISION_WARNED = "warned"
 DECISION_AUDITED = "audited"
 DECISION_RELEASED = "released"  # an image key released to a node that meets the policies covering the image
-DECISIONS = (DECISION_REJECTED, DECISION_WARNED, DECISION_AUDITED, DECISION_RELEASED)
+DECISION_EVICTED = "evicted"  # a running pod evicted from a node that lost trust (onTrustLost: Evict)
+DECISIONS = (DECISION_REJECTED, DECISION_WARNED, DECISION_AUDITED, DECISION_RELEASED, DECISION_EVICTED)
 
 # The operation of image key requests (`keybroker`): refused ones are `rejected`, like refused admissions.
 OPERATION_KEY_RELEASE = "KEY_RELEASE"
 
 EVENT_REASON = "TrustPolicyViolation"
 EVENT_REASON_RELEASED = "ImageKeyReleased"  # a release is no violation: a Normal Event of its own reason
-EVENT_REASONS = (EVENT_REASON, EVENT_REASON_RELEASED)
+EVICTION_EVENT_REASON = "TrustLostEviction"
+DECISION_LABEL = "trustgate.dev/decision"  # on every Event that carries a record
 RECORD_ANNOTATION = "trustgate.dev/audit-record"
+# The member that marks a JSON line as an audit record among other log lines (stdout, a log pipeline).
+LOG_MARKER = "trustgate_audit"
+LOG_MARKER_VALUE = "v1"
 
 # Every field that reaches a record (and an Event) is bounded: a request may carry a megabyte of name.
 # Kubernetes' own limits where it has one (names 253, namespaces 63), generous ones elsewhere.
@@ -41,6 +49,7 @@ FIELD_LIMITS = {
     "decision": 16,
     "pod_uid": 64,
     "image": 512,
+    "replica": 253,
 }
 MAX_REASONS = 16
 MAX_REASON_CHARS = 512
@@ -66,9 +75,9 @@ def parse_rfc3339(text: str) -> float:
 
 @dataclass(frozen=True)
 class AuditRecord:
-    """One rejection, policy violation or image key release. `time` is RFC 3339 UTC; dry runs are never
-    recorded. A key request (`operation` KEY_RELEASE) names the node and the image, and no pod: the broker
-    cannot know which pod a pull is for."""
+    """One rejection, policy violation, eviction or image key release. `time` is RFC 3339 UTC; dry runs are
+    never recorded. A key request (`operation` KEY_RELEASE) names the node and the image, and no pod: the
+    broker cannot know which pod a pull is for."""
 
     time: str
     uid: str
@@ -79,11 +88,12 @@ class AuditRecord:
     user: str
     policy: str
     enforcement: str
-    decision: str  # rejected | warned | audited
+    decision: str  # rejected | warned | audited | evicted
     reasons: list[str] = field(default_factory=list)
     codes: list[str] = field(default_factory=list)  # the reasons' stable codes (trustgate.core.reasons.Code)
     pod_uid: str = ""  # the pod's uid when it exists (Events point at the pod then)
     image: str = ""  # the encrypted image of an image key request
+    replica: str = ""  # the instance that wrote it (a pod name), where known
 
     def capped(self) -> AuditRecord:
         """The record with every field within its limit (`FIELD_LIMITS`, `MAX_REASONS`, `MAX_REASON_CHARS`)."""
@@ -103,6 +113,17 @@ class AuditRecord:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+
+    def to_log_line(self) -> str:
+        """One JSON object on one line, marked as an audit record among a log stream's other lines."""
+        return json.dumps({LOG_MARKER: LOG_MARKER_VALUE, **asdict(self)}, separators=(",", ":"), ensure_ascii=False)
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """What makes two copies of a record one record: its uid, or (without one) all that it says."""
+        if self.uid:
+            return ("uid", self.uid)
+        return ("fields", self.time, self.decision, self.namespace, self.pod, self.node, *self.reasons)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AuditRecord:

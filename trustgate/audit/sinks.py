@@ -1,10 +1,13 @@
-"""Where audit records go: a JSON-lines file, Kubernetes Events, and Prometheus counters.
+"""Where audit records go: stdout, a JSON-lines file, Kubernetes Events, and Prometheus counters.
 
 `AuditLog` fans a record out to its sinks and counts it. Recording never raises into the
-decision: a sink that fails is logged and counted, and a rejection stays a rejection. Each Event
-carries its full record as JSON in the annotation `trustgate.dev/audit-record`, so nothing is
-parsed back out of the human-readable message. Events expire (the apiserver's `--event-ttl`,
-1 h by default); the file is the durable record.
+decision: a sink that fails is logged and counted, and a rejection stays a rejection. A sink is
+*durable* when the record outlives the process once `write` returns: stdout (`StreamSink`, taken
+by the container runtime into the cluster's log pipeline) and the file (`JsonLinesSink`, on a
+volume). `record` says whether a durable sink took the record, so that the webhook can refuse an
+admission it could not record. Events are not durable: they are sent later, from a queue, and
+expire (the apiserver's `--event-ttl`, 1 h by default); each carries its full record as JSON in
+the annotation `trustgate.dev/audit-record`, so nothing is parsed back out of the message.
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ from prometheus_client import CollectorRegistry, Counter
 
 from trustgate.audit.fair_queue import FairQueue, Suppressed
 from trustgate.audit.record import (
+    DECISION_EVICTED,
+    DECISION_LABEL,
     DECISION_REJECTED,
     DECISION_RELEASED,
     DECISION_WARNED,
     DECISIONS,
     EVENT_REASON,
     EVENT_REASON_RELEASED,
+    EVICTION_EVENT_REASON,
     OPERATION_KEY_RELEASE,
     RECORD_ANNOTATION,
     AuditRecord,
@@ -51,19 +57,54 @@ class Sink(Protocol):
 FailureHandler = Callable[[str, BaseException], None]
 
 
+def is_durable(sink: Sink) -> bool:
+    """Whether a record `write` returned from survives the process (a sink says so with `durable`)."""
+    return bool(getattr(sink, "durable", True))
+
+
+def _write_all(fd: int, data: bytes, where: str) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(f"cannot write to {where}")
+        view = view[written:]
+
+
+class StreamSink:
+    """Writes one marked JSON line per record (`AuditRecord.to_log_line`) to a stream, stdout by default:
+    the container runtime keeps it, and the cluster's log pipeline ships it, whatever becomes of the pod.
+
+    A line is written with `write(2)` calls under a lock, so records of one process never interleave;
+    the service's own log lines go to stderr. Raises `OSError` on failure (a closed pipe, a full disk)."""
+
+    name = "stdout"
+    durable = True
+
+    def __init__(self, fd: int = 1) -> None:
+        self.fd = fd
+        self._lock = threading.Lock()
+
+    def write(self, record: AuditRecord) -> None:
+        line = (record.to_log_line() + "\n").encode("utf-8")
+        with self._lock:
+            _write_all(self.fd, line, "stdout" if self.fd == 1 else f"descriptor {self.fd}")
+
+
 class JsonLinesSink:
     """Appends one JSON line per record. Each line is a single `write(2)` on an `O_APPEND` descriptor,
     so lines from several threads or gunicorn workers never interleave; the file is opened per record,
     which also follows log rotation. Raises `OSError` on failure (the `AuditLog` logs and counts it)."""
 
     name = "jsonl"
+    durable = True
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
 
     def write(self, record: AuditRecord) -> None:
-        line = (record.to_json() + "\n").encode("utf-8")
+        line = (record.to_log_line() + "\n").encode("utf-8")
         with self._lock:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             try:
@@ -72,6 +113,10 @@ class JsonLinesSink:
                     raise OSError(f"short write to {self.path} ({written} of {len(line)} bytes)")
             finally:
                 os.close(fd)
+
+
+# The Event reason of a record's decision: violations by default.
+EVENT_REASON_BY_DECISION = {DECISION_RELEASED: EVENT_REASON_RELEASED, DECISION_EVICTED: EVICTION_EVENT_REASON}
 
 
 class EventSink:
@@ -85,6 +130,7 @@ class EventSink:
     """
 
     name = "event"
+    durable = False  # sent later, from a queue, and expired by the API server
 
     def __init__(
         self,
@@ -93,8 +139,10 @@ class EventSink:
         instance: str | None = None,
         burst: int = 25,
         refill: float = 5.0,
+        component: str = EVENT_COMPONENT,
     ) -> None:
         self.api = core_v1_api
+        self.component = component
         self.instance = instance or socket.gethostname()
         self.on_failure: FailureHandler | None = None
         self.on_suppressed: Callable[[], None] | None = None
@@ -144,16 +192,16 @@ class EventSink:
                 "name": _event_name(record.pod or namespace),
                 "namespace": namespace,
                 "annotations": {RECORD_ANNOTATION: record.to_json()},
-                "labels": {"app.kubernetes.io/managed-by": "trustgate", "trustgate.dev/decision": record.decision},
+                "labels": {"app.kubernetes.io/managed-by": "trustgate", DECISION_LABEL: record.decision},
             },
             "involvedObject": involved,
-            "reason": EVENT_REASON_RELEASED if record.decision == DECISION_RELEASED else EVENT_REASON,
+            "reason": EVENT_REASON_BY_DECISION.get(record.decision, EVENT_REASON),
             "type": "Normal" if record.decision == DECISION_RELEASED else "Warning",
             "message": message or event_message(record),
             "firstTimestamp": stamp,
             "lastTimestamp": stamp,
             "count": count,
-            "source": {"component": EVENT_COMPONENT},
+            "source": {"component": self.component},
         }
 
     def summary_body(self, summary: Suppressed[AuditRecord]) -> dict[str, Any]:
@@ -206,20 +254,42 @@ class EventSink:
 
 
 def event_message(record: AuditRecord) -> str:
+    policy = f" [{record.policy}]" if record.policy else ""
     if record.operation == OPERATION_KEY_RELEASE:
         what = "released" if record.decision != DECISION_REJECTED else "refused"
-        policy = f" [{record.policy}]" if record.policy else ""
         because = f": {'; '.join(record.reasons)}" if record.reasons else ""
         text = f"trustgate {what} the key of image {record.image or '?'} to node {record.node or '?'}{policy}{because}"
         return truncate(text, MAX_EVENT_MESSAGE)
+    pod = f"{record.namespace}/{record.pod}" if record.pod else record.namespace
+    if record.decision == DECISION_EVICTED:
+        message = f"trustgate evicted pod {pod} from node {record.node or 'unknown'}, which lost trust{policy}: "
+        return truncate(message + "; ".join(record.reasons), MAX_EVENT_MESSAGE)
     what = {DECISION_REJECTED: "rejected", DECISION_WARNED: "admitted with a warning"}.get(
         record.decision, "admitted, violation recorded"
     )
-    pod = f"{record.namespace}/{record.pod}" if record.pod else record.namespace
     where = f" on node {record.node}" if record.node else ""
-    policy = f" [{record.policy}]" if record.policy else ""
     message = f"trustgate {what} {record.operation.lower() or 'request'} of pod {pod}{where}{policy}: "
     return truncate(message + "; ".join(record.reasons), MAX_EVENT_MESSAGE)
+
+
+def audit_log(
+    registry: CollectorRegistry,
+    *,
+    file: str | None = None,
+    stdout: bool = True,
+    events_api: Any = None,
+    replica: str = "",
+    component: str = EVENT_COMPONENT,
+) -> AuditLog:
+    """A service's audit log: stdout and `file` (durable), and Events through `events_api` (when given)."""
+    sinks: list[Sink] = []
+    if stdout:
+        sinks.append(StreamSink())
+    if file:
+        sinks.append(JsonLinesSink(file))
+    if events_api is not None:
+        sinks.append(EventSink(events_api, instance=replica or None, component=component))
+    return AuditLog(sinks, registry, replica=replica)
 
 
 def _event_name(base: str) -> str:
@@ -229,10 +299,14 @@ def _event_name(base: str) -> str:
 
 
 class AuditLog:
-    """Fans each record out to the sinks and counts it; `record` never raises."""
+    """Fans each record out to the sinks and counts it; `record` never raises. `replica` names this
+    instance in every record (a pod name: which replica wrote what)."""
 
-    def __init__(self, sinks: Iterable[Sink] = (), registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, sinks: Iterable[Sink] = (), registry: CollectorRegistry | None = None, replica: str = ""
+    ) -> None:
         self.sinks: tuple[Sink, ...] = tuple(sinks)
+        self.replica = replica
         self.registry = registry if registry is not None else CollectorRegistry()
         self.records_total = Counter(
             "trustgate_audit_records_total",
@@ -251,7 +325,14 @@ class AuditLog:
             "Audit records beyond their namespace's share of Events, summarized in one Event per namespace",
             registry=self.registry,
         )
+        self.unrecorded_total = Counter(
+            "trustgate_audit_unrecorded_total",
+            "Audit records that no durable sink (stdout, file) took, by decision: the record exists nowhere",
+            ["decision"],
+            registry=self.registry,
+        )
         for decision in DECISIONS:
+            self.unrecorded_total.labels(decision)
             for code in CODES:
                 self.records_total.labels(decision, code)
         for sink in self.sinks:
@@ -263,21 +344,53 @@ class AuditLog:
     def expose(self, registry: CollectorRegistry) -> None:
         """Show this log's counters in `registry` too (an app's `/metrics`)."""
         if registry is not self.registry:
-            for counter in (self.records_total, self.write_failures_total, self.events_summarized_total):
+            for counter in (
+                self.records_total,
+                self.write_failures_total,
+                self.events_summarized_total,
+                self.unrecorded_total,
+            ):
                 registry.register(counter)
 
-    def record(self, record: AuditRecord) -> None:
+    @property
+    def durable(self) -> bool:
+        """Whether any sink could keep a record beyond this process."""
+        return any(is_durable(sink) for sink in self.sinks)
+
+    def record(self, record: AuditRecord, durable_required: bool = False) -> bool:
+        """Write `record` to every sink, the durable ones first; True when at least one of them took it.
+
+        With `durable_required`, a record that no durable sink took goes nowhere else and is not
+        counted as made: the caller turns its decision into a refusal, and records that instead."""
+        if self.replica and not record.replica:
+            record = dataclasses.replace(record, replica=self.replica)
         record = record.capped()
-        try:
-            for code in record.codes or [Code.INTERNAL.value]:
-                self.records_total.labels(record.decision, code).inc()
-        except Exception:  # a bad label never stops the record
-            log.exception("cannot count audit record")
-        for sink in self.sinks:
+        kept = False
+        for sink in sorted(self.sinks, key=lambda s: not is_durable(s)):
+            if not is_durable(sink) and durable_required and not kept:
+                break
             try:
                 sink.write(record)
             except Exception as error:
                 self._sink_failed(sink.name, error)
+            else:
+                kept = kept or is_durable(sink)
+        if kept or not durable_required:
+            try:
+                for code in record.codes or [Code.INTERNAL.value]:
+                    self.records_total.labels(record.decision, code).inc()
+            except Exception:  # a bad label never stops the record
+                log.exception("cannot count audit record")
+        if not kept:
+            log.error(
+                "audit record of %s %s/%s (uid %s) kept by no durable sink",
+                record.decision,
+                record.namespace,
+                record.pod,
+                record.uid,
+            )
+            self.unrecorded_total.labels(record.decision if record.decision in DECISIONS else DECISION_REJECTED).inc()
+        return kept
 
     def close(self) -> None:
         for sink in self.sinks:

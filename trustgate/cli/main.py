@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from trustgate.audit.reader import read_records, records_from_events
+from trustgate.audit.apiserver import records_from_audit_log
+from trustgate.audit.reader import merge, read_records, records_from_events
 from trustgate.audit.record import DECISIONS
 from trustgate.cli.tables import NODE_HEADERS, audit_table, format_table, node_row
 from trustgate.core.keys import (
@@ -183,17 +184,25 @@ def _events_api(kubeconfig: str | None) -> Any:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    """Audit records newest first: from `--file`, else the cluster's TrustPolicyViolation Events."""
+    """Audit records newest first, each once, from every source given: the replicas' files and log captures
+    (`--file`), kube-apiserver's audit log (`--apiserver-audit-log`) and the cluster's Events (`--events`,
+    `--kubeconfig`, or when no other source is given)."""
     filters = {"since": args.since, "namespace": args.namespace, "node": args.node, "decision": args.decision}
+    files, apiserver_logs = args.file or [], args.apiserver_audit_log or []
+    from_replicas, from_events, from_apiserver = [], [], []  # merged in this order: the fullest copies first
     try:
-        if args.file:
-            records = read_records(args.file, **filters)
-        else:
-            records = records_from_events(_events_api(args.kubeconfig), **filters)
+        if files:
+            from_replicas = read_records(files, **filters)
+        if apiserver_logs:
+            from_apiserver = records_from_audit_log(apiserver_logs, **filters)
     except OSError as error:
-        raise UsageError(f"cannot read {args.file}: {error.strerror or error}") from None
-    except Exception as error:  # kubeconfig or API errors
-        raise UsageError(f"cannot read the audit Events: {error}") from None
+        raise UsageError(f"cannot read {error.filename or 'an audit file'}: {error.strerror or error}") from None
+    if args.events or args.kubeconfig or not (files or apiserver_logs):
+        try:
+            from_events = records_from_events(_events_api(args.kubeconfig), **filters)
+        except Exception as error:  # kubeconfig or API errors
+            raise UsageError(f"cannot read the audit Events: {error}") from None
+    records = merge(from_replicas, from_events, from_apiserver)
     if args.json:
         for record in records:
             print(record.to_json())
@@ -265,13 +274,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = commands.add_parser(
         "audit",
-        help="list rejected pods and trust policy violations",
-        description="Audit records newest first, from the webhook's JSON-lines audit log (--file) or from the "
-        "TrustPolicyViolation Events of the cluster (--kubeconfig, or the default kubeconfig).",
+        help="list rejected pods, trust policy violations and evictions",
+        description="Audit records newest first, each once, merged from every source given: the replicas' "
+        "JSON-lines files and captured stdout (--file), kube-apiserver's audit log (--apiserver-audit-log), and "
+        "trustgate's Events in the cluster (--events or --kubeconfig; the default when no file is given).",
     )
-    source = audit.add_mutually_exclusive_group()
-    source.add_argument("--file", metavar="PATH", help="the webhook's JSON-lines audit log")
-    source.add_argument("--kubeconfig", metavar="PATH", help="read the Events of this cluster")
+    audit.add_argument(
+        "--file",
+        metavar="PATH",
+        action="append",
+        help="an audit file or a log capture of a replica's stdout, or a directory of them (repeatable)",
+    )
+    audit.add_argument(
+        "--apiserver-audit-log",
+        metavar="PATH",
+        action="append",
+        help="a kube-apiserver audit log file, or a directory of them (repeatable)",
+    )
+    audit.add_argument("--events", action="store_true", help="also read the cluster's Events")
+    audit.add_argument("--kubeconfig", metavar="PATH", help="read the Events of this cluster")
     audit.add_argument("--since", type=parse_duration, metavar="DURATION", help="only newer records, e.g. 1h")
     audit.add_argument("--namespace", "-n", metavar="NS")
     audit.add_argument("--node", metavar="NODE")

@@ -36,5 +36,10 @@ PODS = Resource("Pod", "/api/v1/pods")
 # Pods not bound to a node yet: the only ones a Binding can name. Bound pods leave the selection (a watch
 # reports them DELETED), so a cache of them stays as small as the scheduling queue.
 PENDING_PODS = Resource("Pod", "/api/v1/pods", (("fieldSelector", "spec.nodeName="),))
+# Pods placed on a node and not finished: the running pods whose trust the pod trust controller keeps. A pod
+# that succeeds or fails leaves the selection (a watch reports it DELETED).
+BOUND_PODS = Resource(
+    "Pod", "/api/v1/pods", (("fieldSelector", "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"),)
+)
 REPORTS = Resource("NodeTrustReport", f"/apis/{GROUP_VERSION}/{REPORTS_PLURAL}")
 POLICIES = Resource("TrustPolicy", f"/apis/{GROUP_VERSION}/{POLICIES_PLURAL}")

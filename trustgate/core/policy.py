@@ -45,6 +45,13 @@ class Enforcement(enum.StrEnum):
     AUDIT = "Audit"
 
 
+class OnTrustLost(enum.StrEnum):
+    """What happens to a running pod a policy selects when its node stops satisfying the policy."""
+
+    REPORT = "Report"  # its PolicyReport result turns to fail, nothing else
+    EVICT = "Evict"  # it is evicted through the Eviction API (PodDisruptionBudgets respected)
+
+
 @dataclass(frozen=True)
 class TrustPolicy:
     """A parsed `TrustPolicy`. Selectors are ANDed and a missing selector selects everything;
@@ -62,6 +69,7 @@ class TrustPolicy:
     required_levels: frozenset[str] = ALL_LEVELS
     required_asset_tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     enforcement: Enforcement = Enforcement.ENFORCE
+    on_trust_lost: OnTrustLost = OnTrustLost.REPORT
     error: Reason | None = None
     selects_nothing: bool = False
 
@@ -118,8 +126,10 @@ def _parse_policy(name: str, spec: Mapping[str, Any]) -> TrustPolicy:
     levels = part("requiredLevels", _parse_levels, ALL_LEVELS)
     tags = part("requiredAssetTags", _parse_tags, MappingProxyType({}))
     enforcement = part("enforcement", _parse_enforcement, Enforcement.ENFORCE)
+    on_trust_lost = part("onTrustLost", _parse_on_trust_lost, OnTrustLost.REPORT)
     if problems:
         enforcement = Enforcement.ENFORCE  # its text cannot be trusted: what it selects, it blocks
+        on_trust_lost = OnTrustLost.REPORT  # ...but it never evicts: a typo must not empty a node
     return TrustPolicy(
         name=name,
         namespace_selector=namespace_selector,
@@ -128,6 +138,7 @@ def _parse_policy(name: str, spec: Mapping[str, Any]) -> TrustPolicy:
         required_levels=levels,
         required_asset_tags=tags,
         enforcement=enforcement,
+        on_trust_lost=on_trust_lost,
         error=_invalid(name, problems) if problems else None,
         selects_nothing=selection_given > selection_read and selection_read == 0,
     )
@@ -156,6 +167,13 @@ def _parse_enforcement(value: Any) -> Enforcement:
         return Enforcement(value)
     except ValueError:
         raise PolicyError("enforcement must be Enforce, Warn or Audit") from None
+
+
+def _parse_on_trust_lost(value: Any) -> OnTrustLost:
+    try:
+        return OnTrustLost(value)
+    except ValueError:
+        raise PolicyError("onTrustLost must be Report or Evict") from None
 
 
 @dataclass(frozen=True)
@@ -221,6 +239,7 @@ class Source:
     levels: frozenset[str]
     asset_tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     policy_error: Reason | None = None
+    on_trust_lost: OnTrustLost = OnTrustLost.REPORT  # a pod's own node constraints only ever report
 
 
 @dataclass(frozen=True)
@@ -254,6 +273,7 @@ def requirement_for(
             levels=p.required_levels,
             asset_tags=p.required_asset_tags,
             policy_error=p.error,
+            on_trust_lost=p.on_trust_lost,
         )
         for p in selected
     ]

@@ -30,6 +30,7 @@ class Code(enum.StrEnum):
     POD_NOT_FOUND = "pod_not_found"
     NOT_MARKED = "not_marked"
     BAD_REQUEST = "bad_request"
+    AUDIT_UNAVAILABLE = "audit_unavailable"  # a Warn/Audit admission whose record no durable sink took
     INTERNAL = "internal"
     # Refusals of an image key request (trustgate.core.release, keybroker):
     NOT_COVERED = "not_covered"  # no TrustPolicy covers the image: its key goes to no node

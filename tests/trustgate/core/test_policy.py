@@ -14,6 +14,7 @@ from trustgate.core.policy import (
     ALL_LEVELS,
     NODE_AFFINITY,
     Enforcement,
+    OnTrustLost,
     PolicyError,
     TrustPolicy,
     Verdict,
@@ -489,6 +490,28 @@ def test_a_valid_trust_policy_is_parsed_with_its_defaults() -> None:
         Enforcement.ENFORCE,
         (),
     )
+    assert policy.on_trust_lost is OnTrustLost.REPORT
+
+
+def test_on_trust_lost_evict_reaches_the_requirement_of_the_pods_it_selects(issuer: Issuer) -> None:
+    snapshot = world(issuer, {"n1": None}, policies=(trust_policy("p", onTrustLost="Evict"),))
+
+    requirement = snapshot.requirement(pod_facts(pod_object(node_selector=TRUSTED)))
+
+    assert requirement is not None
+    assert [(s.name, s.on_trust_lost) for s in requirement.sources] == [
+        (NODE_AFFINITY, OnTrustLost.REPORT),  # a pod's own selector only ever reports
+        ("TrustPolicy p", OnTrustLost.EVICT),
+    ]
+
+
+def test_a_policy_with_an_unknown_on_trust_lost_is_invalid_and_never_evicts() -> None:
+    policy = TrustPolicy.from_resource(trust_policy("p", onTrustLost="Delete", requiredLevels=["bios"]))
+    evicting = TrustPolicy.from_resource(trust_policy("q", onTrustLost="Evict", requiredLevels=["bios"]))
+
+    assert policy.error is not None and "onTrustLost must be Report or Evict" in policy.error.message
+    assert policy.on_trust_lost is OnTrustLost.REPORT
+    assert evicting.error is not None and evicting.on_trust_lost is OnTrustLost.REPORT
 
 
 # --- node failures ----------------------------------------------------------------------------------
