@@ -5,13 +5,16 @@ nftables tables belong to the host's network namespace: a second stack brought u
 takes them over and the first one dies. ``NodeStack.up()`` therefore holds a lock until ``down()``:
 the abstract Unix socket :data:`LOCK_NAME`, which exists once per network namespace and goes with its
 holder however it ends. It waits (saying so) while another stack holds it, or while node processes of
-a stack that takes no lock are still run by a live parent in the same network namespace. A stack in
+a stack that takes no lock are still run by a live parent in the same network namespace, or while a stack
+of the version before holds its file lock :data:`FILE_LOCK` (an ``flock``, held here too, so that both
+versions exclude each other on a machine where both run). A stack in
 a network namespace of its own (`unshare --net --mount`) shares none of that with the host's; node
 names, and so the nodes' cgroup roots, stay machine-wide: give such stacks names of their own.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import sys
@@ -24,6 +27,7 @@ from devkit.nodes.network import HostNetwork, link_exists
 from devkit.nodes.procs import NodeError
 
 LOCK_NAME = "trustgate-nodes"
+FILE_LOCK = Path("/run/trustgate-nodes.lock")
 
 
 def _run_from_here(pid: int) -> bool:
@@ -64,7 +68,9 @@ class HostLock:
     owner: str
     network: HostNetwork
     timeout: float = 3600.0
+    file_lock: Path = FILE_LOCK
     _sock: socket.socket | None = field(default=None, repr=False)
+    _fd: int = field(default=-1, repr=False)
 
     def acquire(self) -> HostLock:
         deadline = time.monotonic() + self.timeout
@@ -78,12 +84,17 @@ class HostLock:
                 holder = f"another stack holds @{LOCK_NAME} (ss -xlp | grep {LOCK_NAME})"
             else:
                 others = foreign_node_processes(self.kit, self.network.gateway)
-                if not others:
-                    self._sock = sock
+                fd = self._lock_file() if not others else -1
+                if fd >= 0:
+                    self._sock, self._fd = sock, fd
                     self._let_a_teardown_finish()
                     return self
                 sock.close()
-                holder = f"processes {others} of a stack that takes no lock"
+                holder = (
+                    f"processes {others} of a stack that takes no lock"
+                    if others
+                    else f"a stack of the version before holds {self.file_lock} (fuser {self.file_lock})"
+                )
             if time.monotonic() > deadline:
                 raise NodeError(f"another node stack is still up after {self.timeout:.0f}s: {holder}")
             if not told:
@@ -98,7 +109,20 @@ class HostLock:
         while link_exists(self.network.bridge) and time.monotonic() < deadline:
             time.sleep(0.5)
 
+    def _lock_file(self) -> int:
+        """The flock of :data:`FILE_LOCK`, or -1 while another process holds it."""
+        fd = os.open(self.file_lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return -1
+        return fd
+
     def release(self) -> None:
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)  # closing the descriptor releases the flock
