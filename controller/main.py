@@ -75,9 +75,7 @@ class ControllerSettings(TrustSettings, ServingSettings, AuditSettings):
     webhook_service: str = option("the webhook's Service (in --namespace)", "trustgate-webhook")
     webhook_port: int = option("the webhook Service's port", 443, parse=int)
     webhook_url: str | None = option("the webhook's URL instead of its Service (an API server outside the cluster)")
-    webhook_timeout: int = option(
-        "seconds kube-apiserver waits for the webhook (1-30); failurePolicy stays Fail", 3, parse=int
-    )
+    webhook_timeout: int = option("seconds kube-apiserver waits for the webhook (1-30)", 3, parse=int)
     webhook_failure_policy: str = option(
         "Fail (the default: what the webhook cannot judge is refused) or Ignore (admitted unjudged while it is down)",
         "Fail",
