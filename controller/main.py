@@ -225,14 +225,7 @@ def _pod_trust(
     registry: CollectorRegistry,
 ) -> list[Controller]:
     """The pod trust controller and its evictor."""
-    audit = audit_log(
-        registry,
-        file=settings.audit_log,
-        stdout=not settings.no_audit_stdout,
-        events_api=None if settings.no_events else client.CoreV1Api(api),
-        replica=settings.replica_name(),
-        component=COMPONENT,
-    )
+    audit = audit_log(registry, settings, client.CoreV1Api(api), component=COMPONENT)
     controller = PodTrustController(
         cache, pods, PolicyReports(api), registry, max_results=settings.policy_report_max_results
     )
