@@ -39,7 +39,7 @@ from attestation.identity import Readers
 from attestation.ratelimit import PER_SOURCE, TOTAL, Rate, RegistrationLimiter
 from keybroker.broker import AttestedKey, KeyBroker
 from keybroker.store import SecretKeyStore
-from trustgate.audit.sinks import AuditLog, EventSink, JsonLinesSink, Sink
+from trustgate.audit.sinks import audit_log
 from trustgate.cli.tables import format_table
 from trustgate.cluster.api import api_client
 from trustgate.cluster.cache import ClusterCache
@@ -47,7 +47,15 @@ from trustgate.cluster.reports import publish
 from trustgate.core.keys import KeyConfigError, KeySet, VerificationKey, algorithms_for, thumbprint
 from trustgate.core.report import DEFAULT_SKEW_SECONDS, ReportVerifier, VerifierSettings
 from trustgate.keyfiles import load_keys, load_private_key
-from trustgate.settings import ClusterSettings, ConfigError, ServingSettings, option, positive_int, seconds
+from trustgate.settings import (
+    AuditSettings,
+    ClusterSettings,
+    ConfigError,
+    ServingSettings,
+    option,
+    positive_int,
+    seconds,
+)
 from trustgate.startup import Command, Service
 
 PROG = "trustgate-attestation"
@@ -63,7 +71,7 @@ def rate(text: str) -> float:
 
 
 @dataclass(frozen=True)
-class AuthoritySettings(ClusterSettings, ServingSettings):
+class AuthoritySettings(ClusterSettings, ServingSettings, AuditSettings):
     issuer: str | None = option("the reports' iss")
     signing_key: str | None = option("PEM private key that signs reports")
     ek_ca: tuple[str, ...] = option("PEM bundle of trusted EK CAs (repeatable)", repeated=True)
@@ -89,7 +97,6 @@ class AuthoritySettings(ClusterSettings, ServingSettings):
         False,
         switch=True,
     )
-    audit_log: str | None = option("JSON-lines file of the key broker's releases and refusals")
     jwks: tuple[str, ...] = option(
         "more JWKS files whose keys may sign the reports the key broker trusts (repeatable; its own key always)",
         repeated=True,
@@ -205,14 +212,12 @@ def key_broker(settings: AuthoritySettings, authority: Authority) -> tuple[KeyBr
 
     api = api_client(settings.kubeconfig)
     cache = ClusterCache(api, report_verifier(settings), exempt=frozenset()).start()
-    sinks: list[Sink] = [EventSink(client.CoreV1Api(api))]
-    if settings.audit_log:
-        sinks.insert(0, JsonLinesSink(settings.audit_log))
+    audit = audit_log(None, settings, client.CoreV1Api(api), component="trustgate-key-broker")
 
     def attested_keys(node: str) -> list[AttestedKey]:
         return [AttestedKey(a.ak, a.signer, dict(a.last_pcrs)) for a in authority.active_agents(node)]
 
-    broker = KeyBroker(SecretKeyStore(api, settings.namespace), cache.snapshot, attested_keys, AuditLog(sinks))
+    broker = KeyBroker(SecretKeyStore(api, settings.namespace), cache.snapshot, attested_keys, audit)
     return broker, cache
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -26,6 +25,7 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
+from controller.loop import Loop
 from trustgate.certificates import Issued, issue, load, new_ca
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def needs_renewal(cert: x509.Certificate, now: dt.datetime, lifetime: dt.timedel
     return now >= renewal_time(cert, lifetime)
 
 
-class Certificates:
+class Certificates(Loop):
     """Keeps the CA and the serving certificates current; `bundle()` is the CA bundle clients trust."""
 
     def __init__(
@@ -95,10 +95,8 @@ class Certificates:
         self.store, self.served, self.prefix = store, tuple(served), prefix
         self.ca_lifetime, self.leaf_lifetime, self.clock = ca_lifetime, leaf_lifetime, clock
         self.on_bundle = on_bundle
-        self.leading = threading.Event()
         self._bundle: bytes = b""
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
+        super().__init__()
 
     @property
     def ca_secret(self) -> str:
@@ -108,21 +106,10 @@ class Certificates:
         """The CA bundle (base64 PEM), as webhook configurations carry it."""
         return base64.b64encode(self._bundle).decode()
 
-    def start_leading(self) -> None:
-        self.leading.set()
-        self._wake.set()
-
-    def stop_leading(self) -> None:
-        self.leading.clear()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-
     def run(self) -> None:
         """Reconcile when leading; then sleep until the next certificate is due (or an hour, to notice
         a Secret deleted by hand)."""
-        while not self._stopping.is_set():
+        while not self.stopping:
             delay = 60.0
             if self.leading.is_set():
                 try:
@@ -131,8 +118,7 @@ class Certificates:
                 except Exception as error:  # the API server may be away: try again soon
                     log.warning("cannot reconcile trustgate's certificates: %s", error)
                     delay = 5.0
-            self._wake.wait(delay)
-            self._wake.clear()
+            self.sleep(delay)
 
     def reconcile(self) -> dt.datetime:
         """Issue or renew what is missing or due; returns when the next renewal is due."""

@@ -14,6 +14,7 @@ from kubernetes.client.exceptions import ApiException
 
 from controller.eviction import EvictionBlocked, PodGone
 from controller.webhooks import CONFIGURATION, INVALID_POLICY
+from trustgate.cluster.api import post_raw
 from trustgate.cluster.resources import GROUP_VERSION
 from trustgate.core import policyreport
 from trustgate.core.policy import TrustPolicy
@@ -221,14 +222,7 @@ def evict_pod(api: client.ApiClient) -> Callable[[str, str, str], None]:
         }
         if uid:
             body["deleteOptions"] = {"preconditions": {"uid": uid}}
-        method, url, headers, payload, post_params = api.param_serialize(
-            "POST",
-            f"/api/v1/namespaces/{namespace}/pods/{name}/eviction",
-            header_params={"Accept": "application/json", "Content-Type": "application/json"},
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        response = api.call_api(method, url, headers, payload, post_params, _request_timeout=(5, 10))
+        response = post_raw(api, f"/api/v1/namespaces/{namespace}/pods/{name}/eviction", body)
         if 200 <= response.status < 300:
             return
         text = response.read()

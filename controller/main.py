@@ -75,9 +75,7 @@ class ControllerSettings(TrustSettings, ServingSettings, AuditSettings):
     webhook_service: str = option("the webhook's Service (in --namespace)", "trustgate-webhook")
     webhook_port: int = option("the webhook Service's port", 443, parse=int)
     webhook_url: str | None = option("the webhook's URL instead of its Service (an API server outside the cluster)")
-    webhook_timeout: int = option(
-        "seconds kube-apiserver waits for the webhook (1-30); failurePolicy stays Fail", 3, parse=int
-    )
+    webhook_timeout: int = option("seconds kube-apiserver waits for the webhook (1-30)", 3, parse=int)
     webhook_failure_policy: str = option(
         "Fail (the default: what the webhook cannot judge is refused) or Ignore (admitted unjudged while it is down)",
         "Fail",
@@ -227,14 +225,7 @@ def _pod_trust(
     registry: CollectorRegistry,
 ) -> list[Controller]:
     """The pod trust controller and its evictor."""
-    audit = audit_log(
-        registry,
-        file=settings.audit_log,
-        stdout=not settings.no_audit_stdout,
-        events_api=None if settings.no_events else client.CoreV1Api(api),
-        replica=settings.replica_name(),
-        component=COMPONENT,
-    )
+    audit = audit_log(registry, settings, client.CoreV1Api(api), component=COMPONENT)
     controller = PodTrustController(
         cache, pods, PolicyReports(api), registry, max_results=settings.policy_report_max_results
     )

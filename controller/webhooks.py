@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import base64
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from controller.loop import Loop
 from trustgate.cluster.cache import ClusterCache
 from trustgate.core.policy import TrustPolicy
 from trustgate.core.scope import Endpoint, Scope, mutating_webhooks, validating_webhooks
@@ -36,7 +36,7 @@ class ConfigWriter(Protocol):
         """Tell the operator that the cache holds this policy malformed."""
 
 
-class WebhookConfigurations:
+class WebhookConfigurations(Loop):
     def __init__(
         self,
         cache: ClusterCache,
@@ -45,10 +45,8 @@ class WebhookConfigurations:
         endpoint: Callable[[], Endpoint],
         registry: CollectorRegistry,
     ) -> None:
+        super().__init__()
         self.cache, self.writer, self.scope, self.endpoint = cache, writer, scope, endpoint
-        self.leading = threading.Event()
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
         self._written: Any = None
         self._reported: set[tuple[str, str]] = set()
         self.writes = Counter(
@@ -62,30 +60,14 @@ class WebhookConfigurations:
             "TrustPolicies the cache holds malformed (each fails closed for what its readable parts select)",
             registry=registry,
         )
-        cache.add_change_listener(self._wake.set)
-
-    def wake(self) -> None:
-        """Render again (the CA bundle changed)."""
-        self._wake.set()
+        cache.add_change_listener(self.wake)
 
     def start_leading(self) -> None:
         self._written = None  # another replica may have written meanwhile: write again
-        self.leading.set()
-        self._wake.set()
-
-    def stop_leading(self) -> None:
-        self.leading.clear()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
+        super().start_leading()
 
     def run(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.wait(timeout=30)  # the timeout only retries a failed write
-            self._wake.clear()
-            if self._stopping.is_set():
-                return
+        while self.sleep(30):  # woken by every change (policies, the CA bundle); the timeout retries a failed write
             snapshot = self.cache.snapshot()
             if not snapshot.synced:
                 continue  # rendering from a partial list of policies would narrow the webhooks

@@ -50,13 +50,7 @@ def create(settings: WebhookSettings) -> Flask:
     # Bindings name a pod: the pods not bound yet are watched, so that a Binding is judged without a read.
     cache = ClusterCache(api, settings.verifier(), watch_pods=True, exempt=settings.exempt).start()
     registry = CollectorRegistry()
-    audit = audit_log(
-        registry,
-        file=settings.audit_log,
-        stdout=not settings.no_audit_stdout,
-        events_api=None if settings.no_events else client.CoreV1Api(api),
-        replica=settings.replica_name(),
-    )
+    audit = audit_log(registry, settings, client.CoreV1Api(api))
     app = create_app(
         cache,
         audit,

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
+from devkit.buildscript import run_build_script
 from devkit.controlplane.errors import ControlPlaneError
 
 HERE = Path(__file__).resolve().parent
@@ -62,15 +61,7 @@ def find_binaries(build: bool = True) -> Path:
         raise ControlPlaneError(
             f"control-plane binaries not built in {expected_bin_dir()}; run: bash devkit/controlplane/build.sh"
         )
-    proc = subprocess.Popen(["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    last = ""
-    for line in proc.stdout:
-        sys.stderr.write(line)
-        sys.stderr.flush()
-        if line.strip():
-            last = line.strip()
-    rc = proc.wait()
+    rc, last = run_build_script(BUILD_SCRIPT)
     if rc != 0:
         raise ControlPlaneError(f"build.sh failed with exit code {rc} (see its output above)")
     bin_dir = Path(last)

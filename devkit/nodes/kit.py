@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from devkit.buildscript import run_build_script
 
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE / "build.sh"
@@ -106,15 +106,9 @@ def find_kit(build: bool = True) -> NodeKit:
         raise KitError(
             f"node binaries and images are not built ({kit_path()} missing or incomplete); run: {BUILD_HINT}"
         )
-    proc = subprocess.Popen(["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    last = ""
-    for line in proc.stdout:
-        sys.stderr.write(line)
-        sys.stderr.flush()
-        last = line.strip() or last
-    if proc.wait() != 0:
-        raise KitError(f"{BUILD_SCRIPT} failed with exit code {proc.returncode} (see its output above)")
+    rc, last = run_build_script(BUILD_SCRIPT)
+    if rc != 0:
+        raise KitError(f"{BUILD_SCRIPT} failed with exit code {rc} (see its output above)")
     kit = NodeKit.load(Path(last))
     if kit.missing():
         raise KitError(f"{BUILD_SCRIPT} finished but these are missing: {', '.join(kit.missing())}")

@@ -41,6 +41,7 @@ from trustgate.audit.record import (
     truncate,
 )
 from trustgate.core.reasons import CODES, Code
+from trustgate.settings import AuditSettings
 
 log = logging.getLogger(__name__)
 
@@ -273,21 +274,20 @@ def event_message(record: AuditRecord) -> str:
 
 
 def audit_log(
-    registry: CollectorRegistry,
-    *,
-    file: str | None = None,
-    stdout: bool = True,
+    registry: CollectorRegistry | None,
+    settings: AuditSettings,
     events_api: Any = None,
-    replica: str = "",
     component: str = EVENT_COMPONENT,
 ) -> AuditLog:
-    """A service's audit log: stdout and `file` (durable), and Events through `events_api` (when given)."""
+    """A service's audit log from its settings: stdout and the file (durable), and Events through
+    `events_api` unless `--no-events`."""
     sinks: list[Sink] = []
-    if stdout:
+    if not settings.no_audit_stdout:
         sinks.append(StreamSink())
-    if file:
-        sinks.append(JsonLinesSink(file))
-    if events_api is not None:
+    if settings.audit_log:
+        sinks.append(JsonLinesSink(settings.audit_log))
+    replica = settings.replica_name()
+    if events_api is not None and not settings.no_events:
         sinks.append(EventSink(events_api, instance=replica or None, component=component))
     return AuditLog(sinks, registry, replica=replica)
 

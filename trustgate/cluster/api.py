@@ -70,6 +70,19 @@ def list_objects(api: client.ApiClient, resource: Resource) -> tuple[list[dict[s
             return items, page["metadata"]["resourceVersion"]
 
 
+def post_raw(api: client.ApiClient, path: str, body: dict[str, Any]) -> Any:
+    """POST `body` to `path` and return the raw response, whatever its status: the API server answers
+    subresources (a Binding, an Eviction) with a Status the generated client cannot read."""
+    method, url, headers, payload, post_params = api.param_serialize(
+        "POST",
+        path,
+        header_params={"Accept": "application/json", "Content-Type": "application/json"},
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    return api.call_api(method, url, headers, payload, post_params, _request_timeout=(5, 10))
+
+
 def bind_pod(api: client.ApiClient, namespace: str, name: str, uid: str, node: str) -> None:
     """Write the Binding of a pod to a node (the scheduler's last step); raises ApiException on refusal.
 
@@ -81,13 +94,6 @@ def bind_pod(api: client.ApiClient, namespace: str, name: str, uid: str, node: s
         "metadata": {"name": name, "namespace": namespace, **({"uid": uid} if uid else {})},
         "target": {"apiVersion": "v1", "kind": "Node", "name": node},
     }
-    method, url, headers, payload, post_params = api.param_serialize(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/pods/{name}/binding",
-        header_params={"Accept": "application/json", "Content-Type": "application/json"},
-        body=body,
-        auth_settings=["BearerToken"],
-    )
-    response = api.call_api(method, url, headers, payload, post_params, _request_timeout=(5, 10))
+    response = post_raw(api, f"/api/v1/namespaces/{namespace}/pods/{name}/binding", body)
     if not 200 <= response.status < 300:
         raise ApiException(status=response.status, reason=response.reason, body=response.read())

@@ -207,7 +207,7 @@ class ClusterCache(ReadThrough):
         self._listeners.append(listener)
 
     def add_change_listener(self, listener: Callable[[], None]) -> None:
-        """Call `listener()` after any change at all (a new snapshot is due); it must not block."""
+        """Call `listener()` after any change at all (a new snapshot is due), outside the cache's lock."""
         self._change_listeners.append(listener)
 
     # --- ClusterView ---------------------------------------------------------------------------
@@ -248,7 +248,7 @@ class ClusterCache(ReadThrough):
                 for obj in items:
                     changed |= self._apply(resource, "ADDED", obj)
                 self._synced_kinds.add(resource.kind)
-                self._changed()
+                self._snapshot = None
             self._notify(changed)
 
         return replace
@@ -262,7 +262,8 @@ class ClusterCache(ReadThrough):
                     self._disconnected.discard(resource.kind)
                 else:
                     self._disconnected.add(resource.kind)
-                self._changed()
+                self._snapshot = None
+            self._notify(set())
             if not connected:
                 log.warning("%s watch lost: not synced, no decision until it is back", resource.kind)
 
@@ -272,7 +273,7 @@ class ClusterCache(ReadThrough):
         def handle(kind: str, obj: dict[str, Any]) -> None:
             with self._lock:
                 changed = self._apply(resource, kind, obj)
-                self._changed()
+                self._snapshot = None
             self._notify(changed)
 
         return handle
@@ -341,12 +342,11 @@ class ClusterCache(ReadThrough):
             return
         self._trust[name] = assess(facts.identity, facts.labels, self._tokens.get(name), self.verifier)
 
-    def _changed(self) -> None:
-        self._snapshot = None
+    def _notify(self, names: set[str]) -> None:
+        """Tell the listeners, outside the lock: a listener may take locks of its own and read a snapshot
+        (which takes this lock) while holding them."""
         for listener in self._change_listeners:
             listener()
-
-    def _notify(self, names: set[str]) -> None:
         if names:
             for listener in self._listeners:
                 listener(names)
