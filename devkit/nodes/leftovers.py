@@ -31,14 +31,10 @@ def leftovers(network: HostNetwork, node_names: Iterable[str], kit: NodeKit, wor
             found.append(f"network namespace {addr.netns}")
         if any(h.joinpath(f"trustgate-{name}").exists() for h in cgroups.hierarchies()):
             found.append(f"cgroup /trustgate-{name}")
-    links = run(["ip", "-o", "link"], "ip link")
-    if f" {network.bridge}:" in links or " tgv" in links:
-        found.append(
-            "links: "
-            + ", ".join(
-                line.split(":")[1].strip() for line in links.splitlines() if network.bridge in line or " tgv" in line
-            )
-        )
+    links = [line.split(":")[1].strip() for line in run(["ip", "-o", "link"], "ip link").splitlines()]
+    ours = [link for link in links if _of_these_nodes(link.split("@")[0], network.bridge, names)]
+    if ours:
+        found.append("links: " + ", ".join(ours))
     routes = run(["ip", "route"], "ip route")
     found += [f"route {line}" for line in routes.splitlines() if network.bridge in line]
     tables = run(["nft", "list", "tables"], "nft list tables")
@@ -50,3 +46,12 @@ def leftovers(network: HostNetwork, node_names: Iterable[str], kit: NodeKit, wor
         if line.split()[1].startswith(root)
     ]
     return found
+
+
+def _of_these_nodes(link: str, bridge: str, names: list[str]) -> bool:
+    """The bridge, or the host end of one of these nodes' veths (``tgv<index>-<name>``, at most 15
+    characters): another run's nodes, in a namespace of their own, are not this stack's leftovers."""
+    if link == bridge:
+        return True
+    index = link.partition("-")[0]
+    return index.startswith("tgv") and index[3:].isdigit() and any(f"{index}-{n}"[:15] == link for n in names)
