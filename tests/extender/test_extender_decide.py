@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from devkit.factories import node_object, pod_object, trust_policy
@@ -28,9 +27,8 @@ from trustgate.core.node import NodeTrust
 from trustgate.core.policy import pod_facts
 from trustgate.core.reasons import NO_REPORT, UNKNOWN_NODE
 
+from ..fuzzing import FUZZ
 from .extender_support import NOW, World, names_args, nodes_args, trust_pod
-
-FUZZ_EXAMPLES = int(os.environ.get("TRUSTGATE_FUZZ_EXAMPLES", "10000"))
 
 # --- prioritize ---------------------------------------------------------------------------------
 
@@ -273,7 +271,7 @@ OFFSETS = st.one_of(
 )
 
 
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@FUZZ
 @given(st.one_of(st.floats(0, 2**40), st.sampled_from([0.0, 1.0, NOW, 2.0**40 - 1])), st.lists(OFFSETS, max_size=40))
 def test_scores_equal_the_formula(now: float, offsets: list[float | None]) -> None:
     expiries = [NOT_CLEAN if offset is None else min(max(0.0, now + offset), 2.0**40) for offset in offsets]
@@ -294,7 +292,7 @@ def test_scores_at_the_edges_of_rounding(expiries: list[float], expected: list[i
     assert scores(expiries, NOW) == expected == reference_scores(expiries, NOW)
 
 
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@FUZZ
 @given(st.floats(0, 2**40), st.floats(1e-6, 1e7), st.integers(2, 10))
 def test_least_expiry_is_the_least(now: float, longest: float, score: int) -> None:
     bound = least_expiry(score, now, longest)
@@ -304,7 +302,7 @@ def test_least_expiry_is_the_least(now: float, longest: float, score: int) -> No
         assert bound is not None
 
 
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@FUZZ
 @given(st.floats(0, 2**40 - 1e7), st.floats(1e-3, 1e7))
 def test_scores_on_either_side_of_each_bound(now: float, validity: float) -> None:
     latest = now + validity

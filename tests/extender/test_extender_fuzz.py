@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from functools import cache
 from typing import Any
 
 from flask.testing import FlaskClient
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
@@ -27,10 +26,9 @@ from extender.wire import WireError, loads
 from trustgate.core.policy import PolicyError, pod_facts
 from trustgate.core.snapshot import Snapshot, StaticCluster, UnknownNamespace
 
+from ..fuzzing import FUZZ
 from .extender_support import NOW, World
 
-EXAMPLES = int(os.environ.get("TRUSTGATE_FUZZ_EXAMPLES", "10000"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 JSON = "application/json"
 TRUSTED = {"trustgate.dev/trusted": "true"}
 COUNTRY = "asset.trustgate.dev/country"

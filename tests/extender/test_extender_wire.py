@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from extender.wire import MAX_PRIORITY, WireError, decode_args, encode_priorities
 
-FUZZ_EXAMPLES = int(os.environ.get("TRUSTGATE_FUZZ_EXAMPLES", "10000"))
+from ..fuzzing import FUZZ
+
 HOSTS = st.one_of(
     st.from_regex(r"[a-z0-9]([-a-z0-9.]{0,30}[a-z0-9])?", fullmatch=True),  # node names
     st.text(),  # anything a request may carry: quotes, backslashes, control characters, any script
@@ -22,7 +21,7 @@ def as_dicts(hosts: list[str], scores: list[int]) -> bytes:
     return orjson.dumps([{"Host": host, "Score": score} for host, score in zip(hosts, scores, strict=True)])
 
 
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@FUZZ
 @given(st.lists(st.tuples(HOSTS, st.integers(0, MAX_PRIORITY)), max_size=30))
 def test_priorities_are_the_bytes_of_the_dicts(entries: list[tuple[str, int]]) -> None:
     hosts, scores = [host for host, _ in entries], [score for _, score in entries]

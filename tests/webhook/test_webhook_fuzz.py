@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
@@ -30,6 +30,7 @@ from trustgate.core.snapshot import Snapshot, StaticCluster
 from webhook.app import create_app
 from webhook.mark import is_marked
 
+from ..fuzzing import FUZZ
 from .reviews import (
     AUDIT_POLICY,
     ENCRYPTED_POLICY,
@@ -48,8 +49,6 @@ from .reviews import (
     snapshot,
 )
 
-EXAMPLES = int(os.environ.get("TRUSTGATE_FUZZ_EXAMPLES", "10000"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 JSON = "application/json"
 SECRET = "registry.example/secret/app:1"
 NODES = [TRUSTED, TRUSTED, TRUSTED, EXPIRED, KERNEL_UNTRUSTED, NO_REPORT, "unknown-node"]

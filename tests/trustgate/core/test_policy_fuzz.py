@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import random
 from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from devkit.factories import Issuer, node_object
@@ -37,10 +36,9 @@ from trustgate.core.reasons import NO_REPORT, UNKNOWN_NODE, Reason
 from trustgate.core.report import LEVELS, ReportVerifier
 from trustgate.core.snapshot import Snapshot, StaticCluster, UnknownNamespace
 
+from ...fuzzing import FUZZ
 from ..craft import NOW, issuer_for
 
-EXAMPLES = int(os.environ.get("TRUSTGATE_FUZZ_EXAMPLES", "10000"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LATER = NOW + 60
 COUNTRY = ASSET_LABEL_PREFIX + "country"
 TENANT = ASSET_LABEL_PREFIX + "tenant"

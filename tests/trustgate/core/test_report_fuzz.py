@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from functools import cache
 from typing import Any
 
-from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import assume, event, given
 from hypothesis import strategies as st
 
 from devkit.factories import ISSUER, Issuer
@@ -26,10 +25,8 @@ from trustgate.core.report import (
     VerifierSettings,
 )
 
+from ...fuzzing import FUZZ
 from ..craft import NOW, b64url, craft, decode_segment, header_for, identity, issuer_for, kid_of, parts
-
-EXAMPLES = int(os.environ.get("TRUSTGATE_FUZZ_EXAMPLES", "10000"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 KEY_BEARING = {"jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256"}
