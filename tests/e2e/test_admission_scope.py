@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from devkit.devstack import ISSUER, DevStack
+from devkit.factories import trust_policy
 from devkit.fleet import VALID, Fleet
 from devkit.waiting import eventually
 
@@ -64,12 +65,7 @@ def nodes(stack: DevStack) -> Iterator[Fleet]:
     fleet.add("scope-1", VALID, **{"scope-test": "true"})
     fleet.add("scope-2", VALID, **{"scope-test": "true"})
     stack.kubectl("create", "namespace", "scope", check=False)
-    policy = {
-        "apiVersion": "trustgate.dev/v1alpha1",
-        "kind": "TrustPolicy",
-        "metadata": {"name": "scope-secret"},
-        "spec": {"podSelector": {"matchLabels": {"scope-tier": "secret"}}},
-    }
+    policy = trust_policy("scope-secret", podSelector={"matchLabels": {"scope-tier": "secret"}})
     stack.kubectl("apply", "-f", "-", input=json.dumps(policy))
     eventually(lambda: "scope-tier" in json.dumps(stack.webhooks("mutating")), "the mutating webhook scoped", 30)
     yield fleet

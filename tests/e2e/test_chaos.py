@@ -60,6 +60,7 @@ import pytest
 
 from devkit.controlplane import KubeAPIError, KubeClient
 from devkit.devstack import ISSUER, DevStack
+from devkit.factories import trust_policy
 from devkit.fleet import BAD_SIGNATURE, COPIED, EXPIRED, LEVEL_FAILS, REBOOTED, VALID, Fleet, Host
 from devkit.waiting import eventually
 
@@ -536,12 +537,7 @@ def _setup(stack: ChaosStack) -> Reports:
         stack.kubectl("create", "namespace", namespace)
         if labels:
             stack.kubectl("label", "namespace", namespace, "chaos=policy")
-    policy = {
-        "apiVersion": "trustgate.dev/v1alpha1",
-        "kind": "TrustPolicy",
-        "metadata": {"name": "chaos"},
-        "spec": {"namespaceSelector": {"matchLabels": {"chaos": "policy"}}},
-    }
+    policy = trust_policy("chaos", namespaceSelector={"matchLabels": {"chaos": "policy"}})
     stack.kubectl("apply", "-f", "-", input=json.dumps(policy))
     client = stack.cp.client()
     for namespace in ("chaos-policy", "chaos-selector"):

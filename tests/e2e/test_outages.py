@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from devkit.devstack import ISSUER, DevStack
+from devkit.factories import trust_policy
 from devkit.fleet import NO_REPORT, VALID, Fleet
 from devkit.tcp_proxy import TcpProxy
 from devkit.waiting import eventually
@@ -76,12 +77,7 @@ def nodes(stack: DevStack) -> Iterator[Fleet]:
         lambda: stack.kubectl("get", "sa", "default", "-n", "outage", check=False).returncode == 0,
         "the default ServiceAccount of outage",
     )
-    policy = {
-        "apiVersion": "trustgate.dev/v1alpha1",
-        "kind": "TrustPolicy",
-        "metadata": {"name": "outage"},
-        "spec": {"podSelector": {"matchLabels": {"outage-trust": "true"}}},
-    }
+    policy = trust_policy("outage", podSelector={"matchLabels": {"outage-trust": "true"}})
     stack.kubectl("apply", "-f", "-", input=json.dumps(policy))
     for kind in ("validating", "mutating"):
         eventually(lambda k=kind: "outage-trust" in json.dumps(stack.webhooks(k)), f"the {kind} webhook scoped", 30)

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from devkit.devstack import ISSUER, DevStack
+from devkit.factories import trust_policy as policy
 from devkit.fleet import NO_REPORT, VALID, Fleet
 from devkit.tcp_proxy import TcpProxy
 from devkit.waiting import eventually
@@ -34,10 +35,6 @@ SECRET_IMAGE = "registry.example/secret/db:1"
 
 def apply(stack: DevStack, manifest: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     return stack.kubectl("apply", "-f", "-", check=False, input=json.dumps(manifest))
-
-
-def policy(name: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "trustgate.dev/v1alpha1", "kind": "TrustPolicy", "metadata": {"name": name}, "spec": spec}
 
 
 def pod(name: str, namespace: str, node: str | None = None, image: str = PAUSE, **labels: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from devkit.devstack import ISSUER, DevStack
+from devkit.factories import trust_policy as policy
 from devkit.fleet import BAD_SIGNATURE, COPIED, EXPIRED, LEVEL_FAILS, NO_REPORT, REBOOTED, VALID, Fleet
 from devkit.waiting import eventually
 from trustgate.audit.reader import read_records
@@ -72,10 +73,6 @@ def apply(stack: DevStack, manifest: dict[str, Any]) -> subprocess.CompletedProc
     result = kubectl(stack, "apply", "-f", "-", input=json.dumps(manifest))
     assert result.returncode == 0, result.stderr
     return result
-
-
-def policy(name: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "trustgate.dev/v1alpha1", "kind": "TrustPolicy", "metadata": {"name": name}, "spec": spec}
 
 
 def pod(name: str, namespace: str = "apps", image: str = PAUSE, **spec: Any) -> dict[str, Any]:
