@@ -11,7 +11,6 @@ policy. The image is encrypted with `trustctl image encrypt`.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -23,15 +22,13 @@ import pytest
 import yaml
 
 from devkit.encrypted import BRIDGE, REGISTRY_PORT, SKEW, EncryptedImages
-from devkit.nodes.kit import BUILD_HINT, NodeKit, cached_kit, find_kit
 from devkit.nodes.leftovers import leftovers
 from devkit.registry import missing as registry_missing
 from devkit.waiting import eventually
 from trustgate.core.reasons import Code
 
 from ..prerequisites import in_ci, require_tpm_tools, unavailable
-from .harness import binaries
-from .test_real_nodes import require_host
+from .harness import binaries, node_kit, require_host
 
 pytestmark = pytest.mark.e2e
 
@@ -53,18 +50,6 @@ def _build(script: str, hint: str) -> Path:
         message = f"cannot build with {script}: {done.stderr.strip()[-2000:]}; try: {hint}"
         pytest.fail(message) if in_ci() else unavailable(message)
     return Path(done.stdout.strip().splitlines()[-1])
-
-
-def node_kit() -> NodeKit:
-    if in_ci() or os.environ.get("TRUSTGATE_E2E_BUILD") == "1":
-        try:
-            return find_kit(build=True)
-        except Exception as error:
-            pytest.fail(f"cannot build the node binaries and images ({error}); try: {BUILD_HINT}")
-    kit = cached_kit()
-    if kit is None:
-        unavailable(f"worker node binaries and images are not built; build: {BUILD_HINT}")
-    return kit
 
 
 def policy(name: str, images: list[str], **spec: Any) -> dict[str, Any]:
