@@ -115,22 +115,17 @@ def _failed(pod: RunningPod, sources: tuple[str, ...], verdict: Verdict) -> PodT
         if any(f.source.enforcement is Enforcement.WARN for f in verdict.failures)
         else Enforcement.AUDIT
     )
-    return PodTrust(
-        namespace=pod.facts.namespace,
-        name=pod.facts.name,
-        uid=pod.uid,
-        node=pod.facts.node_name,
-        result=result,
-        sources=sources,
-        failing=failing,
-        reasons=reasons,
-        enforcement=str(strongest),
-        evict=evict,
-    )
+    return _trust(pod, result, sources, failing, reasons, enforcement=str(strongest), evict=evict)
 
 
 def _trust(
-    pod: RunningPod, result: Result, sources: tuple[str, ...], failing: tuple[str, ...], reasons: tuple[Reason, ...]
+    pod: RunningPod,
+    result: Result,
+    sources: tuple[str, ...],
+    failing: tuple[str, ...],
+    reasons: tuple[Reason, ...],
+    enforcement: str = "",
+    evict: bool = False,
 ) -> PodTrust:
     return PodTrust(
         namespace=pod.facts.namespace,
@@ -141,4 +136,6 @@ def _trust(
         sources=sources,
         failing=failing,
         reasons=reasons,
+        enforcement=enforcement,
+        evict=evict,
     )
