@@ -30,8 +30,8 @@ from trustgate.core.node import NodeTrust
 from trustgate.core.policy import ALL_LEVELS
 from trustgate.core.policyreport import DEFAULT_MAX_RESULTS, Entry, content, report_body
 from trustgate.core.reasons import Code
-from trustgate.core.running import PodTrust, Result, judge
-from trustgate.core.snapshot import Snapshot
+from trustgate.core.running import PodTrust, Required, Result, judge, required
+from trustgate.core.snapshot import Snapshot, UnknownNamespace
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class PodTrustController:
         self._snapshot_changed = False
         self._timers: list[tuple[float, str]] = []
         self._state: dict[str, dict[tuple[str, str], Entry]] = {}
+        self._required: dict[str, dict[tuple[str, str], Required]] = {}  # namespace -> each pod's, kept
         self._written: dict[str, str | None] | None = None  # None: not read from the API server yet
         self._trusted_nodes: set[str] = set()
         self._failures: dict[str, int] = {}  # namespace -> writes failed in a row
@@ -271,8 +272,13 @@ class PodTrustController:
     def _judge_namespace(self, snapshot: Snapshot, namespace: str, now: float) -> None:
         before = self._state.get(namespace, {})
         entries: dict[tuple[str, str], Entry] = {}
+        kept, requirements = self._required.get(namespace, {}), {}
         for pod in self.pods.in_namespace(namespace):
-            trust = judge(snapshot, pod, now)
+            try:
+                requirements[pod.key] = requirement = required(snapshot, pod, kept.get(pod.key))
+            except UnknownNamespace:
+                requirement = None  # judged as such by `judge`
+            trust = judge(snapshot, pod, now, requirement)
             if trust is None:
                 continue
             previous = before.get(pod.key)
@@ -284,6 +290,10 @@ class PodTrustController:
             self._state[namespace] = entries
         else:
             self._state.pop(namespace, None)
+        if requirements:
+            self._required[namespace] = requirements
+        else:
+            self._required.pop(namespace, None)
 
     def _count_results(self) -> None:
         counts = Counter(entry.trust.result for entries in self._state.values() for entry in entries.values())

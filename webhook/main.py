@@ -47,8 +47,7 @@ def create(settings: WebhookSettings) -> Flask:
     from kubernetes import client
 
     api = api_client(settings.kubeconfig)
-    # Bindings name a pod: the pods not bound yet are watched, so that a Binding is judged without a read.
-    cache = ClusterCache(api, settings.verifier(), watch_pods=True, exempt=settings.exempt).start()
+    cache = ClusterCache(api, settings.verifier(), exempt=settings.exempt).start()
     registry = CollectorRegistry()
     audit = audit_log(registry, settings, client.CoreV1Api(api))
     app = create_app(

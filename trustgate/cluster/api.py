@@ -39,10 +39,12 @@ def get_raw(api: client.ApiClient, path: str, query: list[tuple[str, Any]], time
     return response.response
 
 
-def get_object(api: client.ApiClient, path: str, timeout: float = 3) -> dict[str, Any] | None:
+def get_object(
+    api: client.ApiClient, path: str, timeout: float = 3, query: list[tuple[str, Any]] | None = None
+) -> dict[str, Any] | None:
     """One object as plain JSON; None when it does not exist."""
     try:
-        return json.loads(get_raw(api, path, [], timeout).data)
+        return json.loads(get_raw(api, path, query or [], timeout).data)
     except ApiException as error:
         if error.status == 404:
             return None

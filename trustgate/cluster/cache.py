@@ -1,5 +1,5 @@
-"""The cluster cache: watches Nodes, Namespaces, NodeTrustReports, TrustPolicies (and Pods, for
-the webhook) and serves consistent `Snapshot`s to request handlers.
+"""The cluster cache: watches Nodes, Namespaces, NodeTrustReports and TrustPolicies and serves
+consistent `Snapshot`s to request handlers.
 
 Each resource has a reflector thread: list, then watch from the list's resourceVersion,
 resume from the last seen resourceVersion when a watch ends, relist on 410 Gone, and back
@@ -8,6 +8,10 @@ synced: it cannot see revocations written meanwhile, so no decision is made on i
 closed). Tokens are verified once, when a report or its node changes, never per request.
 Reads use the kubernetes client's ApiClient with raw JSON: decisions work on plain
 dicts, and skipping model deserialization keeps a 5,000-node relist cheap.
+
+Pods are not watched: every pod of the cluster would then cost each process an event at
+creation and one at binding, whether it needs trust or not. A Binding's pod is read when a
+Binding is judged, from the API server's watch cache (no etcd read).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from trustgate.cluster.api import get_object, get_raw, list_objects
-from trustgate.cluster.resources import NAMESPACES, NODES, PENDING_PODS, POLICIES, REPORTS, Resource
+from trustgate.cluster.resources import NAMESPACES, NODES, POLICIES, REPORTS, Resource
 from trustgate.core.node import NodeTrust, assess, node_identity, node_labels
 from trustgate.core.policy import TrustPolicy
 from trustgate.core.report import NodeIdentity, ReportVerifier
@@ -156,9 +160,7 @@ class _NodeFacts:
 class ClusterCache(ReadThrough):
     """A `ClusterView` fed by watches. `snapshot()` is cheap: it rebuilds only after a change."""
 
-    def __init__(
-        self, api: ApiClient, verifier: ReportVerifier, watch_pods: bool = False, exempt: frozenset[str] = frozenset()
-    ) -> None:
+    def __init__(self, api: ApiClient, verifier: ReportVerifier, exempt: frozenset[str] = frozenset()) -> None:
         self.api, self.verifier, self.exempt = api, verifier, exempt
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -167,16 +169,14 @@ class ClusterCache(ReadThrough):
         self._trust: dict[str, NodeTrust] = {}
         self._policies: dict[str, TrustPolicy] = {}
         self._namespaces: dict[str, Mapping[str, str]] = {}
-        self._pods: dict[tuple[str, str], Mapping[str, Any]] = {}
         self._snapshot: Snapshot | None = None
         self._listeners: list[Callable[[set[str]], None]] = []
         self._change_listeners: list[Callable[[], None]] = []
         self._synced_kinds: set[str] = set()
         self._disconnected: set[str] = set()  # kinds whose list or watch failed and has not succeeded since
-        resources = [NODES, NAMESPACES, REPORTS, POLICIES] + ([PENDING_PODS] if watch_pods else [])
         self.reflectors = [
             Reflector(api, r, self._replacer(r), self._handler(r), self._stopping, self._connection(r))
-            for r in resources
+            for r in (NODES, NAMESPACES, REPORTS, POLICIES)
         ]
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -230,7 +230,9 @@ class ClusterCache(ReadThrough):
             return self._snapshot
 
     def cached_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        return self._pods.get((namespace, name))
+        """The pod as the API server's watch cache has it (resourceVersion=0): no etcd read, and at most
+        as old as the watches that feed this cache; a pod not there yet is read from etcd (`get_pod`)."""
+        return get_object(self.api, f"/api/v1/namespaces/{namespace}/pods/{name}", query=[("resourceVersion", "0")])
 
     def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return get_object(self.api, f"/api/v1/namespaces/{namespace}/pods/{name}")
@@ -286,7 +288,7 @@ class ClusterCache(ReadThrough):
             names = set(self._tokens)
             self._tokens.clear()
         else:
-            {POLICIES: self._policies, NAMESPACES: self._namespaces, PENDING_PODS: self._pods}[resource].clear()
+            {POLICIES: self._policies, NAMESPACES: self._namespaces}[resource].clear()
             return set()
         for name in names:
             self._reassess(name)
@@ -319,18 +321,11 @@ class ClusterCache(ReadThrough):
             else:
                 self._policies[name] = TrustPolicy.from_resource(obj)
             return set()
-        elif resource is NAMESPACES:
+        else:
             if deleted:
                 self._namespaces.pop(name, None)
             else:
                 self._namespaces[name] = MappingProxyType(dict(metadata.get("labels") or {}))
-            return set()
-        else:
-            key = (metadata.get("namespace") or "", name)
-            if deleted:
-                self._pods.pop(key, None)
-            else:
-                self._pods[key] = {"metadata": metadata, "spec": obj.get("spec") or {}}
             return set()
         self._reassess(name)
         return {name}

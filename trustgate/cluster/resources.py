@@ -33,9 +33,6 @@ class Resource:
 NODES = Resource("Node", "/api/v1/nodes")
 NAMESPACES = Resource("Namespace", "/api/v1/namespaces")
 PODS = Resource("Pod", "/api/v1/pods")
-# Pods not bound to a node yet: the only ones a Binding can name. Bound pods leave the selection (a watch
-# reports them DELETED), so a cache of them stays as small as the scheduling queue.
-PENDING_PODS = Resource("Pod", "/api/v1/pods", (("fieldSelector", "spec.nodeName="),))
 # Pods placed on a node and not finished: the running pods whose trust the pod trust controller keeps. A pod
 # that succeeds or fails leaves the selection (a watch reports it DELETED).
 BOUND_PODS = Resource(

@@ -13,7 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from trustgate.core.policy import Enforcement, OnTrustLost, PodFacts, PolicyError, Verdict, pod_facts
+from trustgate.core.policy import (
+    Enforcement,
+    OnTrustLost,
+    PodFacts,
+    PolicyError,
+    TrustPolicy,
+    TrustRequirement,
+    Verdict,
+    pod_facts,
+)
 from trustgate.core.reasons import Code, Reason
 from trustgate.core.snapshot import Snapshot, UnknownNamespace
 
@@ -76,11 +85,32 @@ class PodTrust:
         return (self.namespace, self.name)
 
 
-def judge(snapshot: Snapshot, pod: RunningPod, now: float) -> PodTrust | None:
-    """`pod`'s trust on its node at `now`; None when it requires none. The snapshot must be synced."""
+@dataclass(frozen=True)
+class Required:
+    """A running pod's requirement and what it was worked out from. A namespace is judged again on every
+    change of one of its pods, and most of its pods are as they were: their requirement is kept while the
+    pod, the policies and the namespace's labels stay the same objects."""
+
+    pod: RunningPod
+    policies: tuple[TrustPolicy, ...]
+    labels: Mapping[str, str] | None
+    requirement: TrustRequirement | None
+
+
+def required(snapshot: Snapshot, pod: RunningPod, kept: Required | None = None) -> Required:
+    """`pod`'s requirement under `snapshot`, `kept` when it still holds; raises `UnknownNamespace`."""
+    labels = snapshot.namespaces.get(pod.facts.namespace)
+    if kept is not None and kept.pod is pod and kept.labels is labels and kept.policies == snapshot.policies:
+        return kept
+    return Required(pod, snapshot.policies, labels, snapshot.requirement(pod.facts))
+
+
+def judge(snapshot: Snapshot, pod: RunningPod, now: float, kept: Required | None = None) -> PodTrust | None:
+    """`pod`'s trust on its node at `now`; None when it requires none. The snapshot must be synced.
+    `kept`: the pod's `Required` from an earlier judgement, reused when it still holds."""
     facts = pod.facts
     try:
-        requirement = snapshot.requirement(facts)
+        requirement = required(snapshot, pod, kept).requirement
     except UnknownNamespace as error:
         reason = Reason(Code.NOT_READY, str(error))
         return _trust(pod, Result.ERROR, (), (), (reason,))

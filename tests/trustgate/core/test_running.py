@@ -11,7 +11,7 @@ from trustgate.core.labels import TRUSTED_LABEL
 from trustgate.core.policy import PolicyError
 from trustgate.core.policyreport import API_VERSION, REPORT_NAME, Entry, content, report_body
 from trustgate.core.reasons import Code
-from trustgate.core.running import Result, judge, running_pod
+from trustgate.core.running import Result, judge, required, running_pod
 from trustgate.core.snapshot import Snapshot
 
 NOW = time.time()
@@ -87,6 +87,27 @@ def test_warn_and_audit_policies_warn_and_only_enforce_policies_fail(issuer: Iss
 
     assert soft is not None and (soft.result, soft.enforcement) == (Result.WARN, "Warn")
     assert quiet is not None and (quiet.result, quiet.enforcement) == (Result.WARN, "Audit")
+
+
+def test_a_pods_requirement_is_kept_while_the_pod_the_policies_and_its_namespace_stay_the_same(
+    issuer: Issuer,
+) -> None:
+    policies = [trust_policy("soft", podSelector={"matchLabels": {"tier": "soft"}}, enforcement="Warn")]
+    snapshot = world(issuer, policies)
+    pod = placed("bare", labels={"tier": "soft"})
+    kept = required(snapshot, pod)
+
+    assert kept.requirement is not None and kept.requirement.policies == ("TrustPolicy soft",)
+    assert required(snapshot, pod, kept) is kept
+    same_policies = Snapshot(issuer.verifier(), policies=tuple(snapshot.policies), namespaces=snapshot.namespaces)
+    assert required(same_policies, pod, kept) is kept
+    # another pod object, other policies or other namespace labels: worked out again
+    assert required(snapshot, placed("bare", labels={"tier": "soft"}), kept) is not kept
+    assert required(world(issuer), pod, kept).requirement is None
+    relabelled = Snapshot(issuer.verifier(), policies=snapshot.policies, namespaces={"default": {"team": "a"}})
+    renewed = required(relabelled, pod, kept)
+    assert renewed is not kept and renewed.requirement == kept.requirement
+    assert judge(snapshot, pod, NOW, kept) == judge(snapshot, pod, NOW)
 
 
 def test_only_an_enforce_policy_with_on_trust_lost_evict_asks_for_eviction(issuer: Issuer) -> None:
