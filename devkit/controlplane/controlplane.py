@@ -42,10 +42,10 @@ from devkit.controlplane.processes import (
     port_is_free,
     proc_start_time,
     recorded_running,
-    tail,
     terminate_pid,
 )
 from devkit.pki import CertKey, create_ca, has_sans, issue_cert, load_or_create_ca, write_private, write_public
+from devkit.subprocesses import tail
 from trustgate.certificates import generate_key
 
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
@@ -53,6 +53,9 @@ KUBERNETES_SERVICE_IP = "10.0.0.1"
 
 #: Taint added on create by the TaintNodesByCondition admission plugin.
 NOT_READY_TAINT_KEY = "node.kubernetes.io/not-ready"
+
+#: Lines of a component's log quoted when it fails to start.
+LOG_TAIL_LINES = 40
 
 
 def _now() -> _dt.datetime:
@@ -416,7 +419,8 @@ class ControlPlane:
             rc = p.popen.poll()
             if rc is not None:
                 raise ControlPlaneError(
-                    f"{name} exited with code {rc} while starting\n--- tail of {p.log} ---\n{tail(p.log)}"
+                    f"{name} exited with code {rc} while starting\n"
+                    f"--- tail of {p.log} ---\n{tail(p.log, LOG_TAIL_LINES)}"
                 )
             try:
                 ok, last = self._probe(name)
@@ -427,7 +431,7 @@ class ControlPlane:
             if time.monotonic() > deadline:
                 raise ControlPlaneError(
                     f"{name} not ready after {timeout:.0f}s (last probe: {last})\n"
-                    f"--- tail of {p.log} ---\n{tail(p.log)}"
+                    f"--- tail of {p.log} ---\n{tail(p.log, LOG_TAIL_LINES)}"
                 )
             time.sleep(0.2)
 
@@ -669,7 +673,7 @@ class ControlPlane:
                 log = self.logs_dir / "kube-controller-manager.log"
                 raise ControlPlaneError(
                     "kube-controller-manager did not create ServiceAccount default/default within "
-                    f"{self.startup_timeout:.0f}s\n--- tail of {log} ---\n{tail(log)}"
+                    f"{self.startup_timeout:.0f}s\n--- tail of {log} ---\n{tail(log, LOG_TAIL_LINES)}"
                 )
             time.sleep(0.2)
 
