@@ -598,13 +598,7 @@ class ControlPlane:
             argv = [
                 str(self.binary("kube-controller-manager")),
                 f"--kubeconfig={kc}",
-                f"--authentication-kubeconfig={kc}",
-                f"--authorization-kubeconfig={kc}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={ports.controller_manager}",
-                f"--tls-cert-file={pki / 'kube-controller-manager-serving.crt'}",
-                f"--tls-private-key-file={pki / 'kube-controller-manager-serving.key'}",
-                f"--client-ca-file={self.ca.cert_file}",
+                *self._secure_serving(name, kc, ports.controller_manager),
                 # The node lifecycle controller would mark kubelet-less nodes NotReady /
                 # unreachable (and taint them) after its grace period; API-only nodes stay
                 # as create_node() registered them.
@@ -623,16 +617,24 @@ class ControlPlane:
             argv = [
                 str(self.binary("kube-scheduler")),
                 f"--config={self.scheduler_config_file}",
-                f"--authentication-kubeconfig={kc}",
-                f"--authorization-kubeconfig={kc}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={ports.scheduler}",
-                f"--tls-cert-file={pki / 'kube-scheduler-serving.crt'}",
-                f"--tls-private-key-file={pki / 'kube-scheduler-serving.key'}",
-                f"--client-ca-file={self.ca.cert_file}",
+                *self._secure_serving(name, kc, ports.scheduler),
                 "--profiling=false",
             ]
         return argv + list(self.extra_args.get(name, []))
+
+    def _secure_serving(self, name: str, kubeconfig: Path, port: int) -> list[str]:
+        """The HTTPS endpoint of kube-controller-manager or kube-scheduler: on loopback, with its own
+        serving certificate, client certificates from the cluster CA, and authentication and
+        authorization delegated to the apiserver through its kubeconfig."""
+        return [
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            f"--tls-cert-file={self.pki_dir / f'{name}-serving.crt'}",
+            f"--tls-private-key-file={self.pki_dir / f'{name}-serving.key'}",
+            f"--client-ca-file={self.ca.cert_file}",
+        ]
 
     def _ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.ca.cert_file))
