@@ -10,11 +10,8 @@ from the cluster CA, which the authority trusts as its client CA.
 
 from __future__ import annotations
 
-import signal
-import ssl
 import subprocess
 import sys
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +21,9 @@ from agent.tpm2 import Tpm2Tools
 from attestation.ekcert import fingerprint
 from devkit import chart
 from devkit.devstack import ISSUER, NAMESPACE, ROOT, DevStack
+from devkit.subprocesses import stop
 from devkit.swtpm import LocalCa, SoftwareTpm, free_port_pair
-from devkit.waiting import eventually
+from devkit.waiting import wait_ready
 from trustgate.core.report import decode_unverified
 
 REPORT_TTL = 30  # seconds: renewed every 10 s while the host attests
@@ -129,17 +127,7 @@ class Attested:
             f"--register-burst={REGISTER_BURST}", f"--register-rate={REGISTER_RATE}",
             log=self.stack.logs / "trustgate-attestation.log",
         )  # fmt: skip
-        context = ssl.create_default_context(cafile=str(self.stack.ca_file))
-
-        def ready() -> bool:
-            assert self.authority is not None and self.authority.poll() is None, "authority exited"
-            try:
-                with urllib.request.urlopen(f"{self.url()}/readyz", context=context, timeout=2) as response:
-                    return response.status == 200
-            except OSError:
-                return False
-
-        eventually(ready, "the attestation authority to serve", timeout=30)
+        wait_ready(self.authority, self.url(), self.stack.ca_file, "the attestation authority", timeout=30)
 
     def start_agent(self, host: EmulatedHost, node: str | None = None) -> None:
         """The host's agent, for its own node or (an impostor) for `node`, with that node's certificate."""
@@ -154,14 +142,14 @@ class Attested:
         )  # fmt: skip
 
     def stop_agent(self, host: EmulatedHost) -> None:
-        _stop(host.agent)
+        stop(host.agent, grace=15)
         host.agent = None
 
     def close(self) -> None:
         for host in self.hosts.values():
             self.stop_agent(host)
             host.tpm.stop()
-        _stop(self.authority)
+        stop(self.authority, grace=15)
 
     # --- observations ----------------------------------------------------------------------------
 
@@ -179,13 +167,3 @@ class Attested:
             "spec": {"containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10"}], "nodeSelector": SELECTOR},
         }
         return self.stack.filter(probe, names)
-
-
-def _stop(process: subprocess.Popen[bytes] | None) -> None:
-    if process is not None and process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

@@ -12,37 +12,27 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+from flask import Flask
+
 from attestation.main import SERVICE, AuthoritySettings, app_for, build
-from trustgate.serving.server import serve
 
 
 def main(argv: list[str]) -> int:
     nodes_file, published, separator, *flags = argv
     assert separator == "--", __doc__
-    command, settings = SERVICE.parse(flags)
-    assert isinstance(settings, AuthoritySettings)
 
-    def factory():  # type: ignore[no-untyped-def]
+    def create(settings: AuthoritySettings) -> Flask:
         authority = build(settings)
         nodes = {name: tuple(identity) for name, identity in json.loads(Path(nodes_file).read_text()).items()}
         authority.nodes = nodes.get
         authority.publish = lambda node, token: (Path(published) / f"{node}.jwt").write_text(token)
         return app_for(settings, authority)
 
-    assert settings.tls_cert is not None and settings.tls_key is not None
-    serve(
-        factory,
-        bind=settings.bind,
-        certfile=settings.tls_cert,
-        keyfile=settings.tls_key,
-        client_ca=settings.client_ca,
-        workers=settings.workers,
-        threads=settings.threads,
-        **command.server,
-    )
-    return 0
+    serve = replace(SERVICE.commands["serve"], app=create)
+    return replace(SERVICE, commands={"serve": serve}).start(flags)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,9 @@ import json
 import os
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +34,9 @@ from devkit.nodes.node import WorkerNode
 from devkit.nodes.ociarchive import ImageConfig, build_archive
 from devkit.nodes.stack import NodeStack
 from devkit.registry import LocalRegistry
+from devkit.subprocesses import stop
 from devkit.swtpm import LocalCa, SoftwareTpm
-from devkit.waiting import eventually
+from devkit.waiting import eventually, wait_ready
 from trustgate.core.keys import generate_private_key, private_key_pem
 from trustgate.core.report import decode_unverified
 from trustgate.core.signing import report_claims, sign_claims
@@ -60,17 +59,6 @@ def _free_port(address: str) -> int:
     with socket.socket() as probe:
         probe.bind((address, 0))
         return int(probe.getsockname()[1])
-
-
-def _stop(process: subprocess.Popen[bytes] | None, grace: float = 15) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @dataclass
@@ -162,10 +150,10 @@ class EncryptedImages:
     def down(self) -> None:
         errors = []
         for host in self.hosts.values():
-            _stop(host.agent)
+            stop(host.agent, grace=15)
             host.agent = None
             host.tpm.stop()
-        _stop(self.authority)
+        stop(self.authority, grace=15)
         self.authority = None
         try:
             self.stack.down()
@@ -252,17 +240,7 @@ class EncryptedImages:
             ),
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-        context = ssl.create_default_context(cafile=str(self.cp.ca.cert_file))
-
-        def ready() -> bool:
-            assert self.authority is not None and self.authority.poll() is None, "the authority exited"
-            try:
-                with urllib.request.urlopen(f"{self.url}/readyz", context=context, timeout=2) as answer:
-                    return answer.status == 200
-            except OSError:
-                return False
-
-        eventually(ready, "the authority and key broker to be ready", timeout=60)
+        wait_ready(self.authority, self.url, self.cp.ca.cert_file, "the authority and key broker", timeout=60)
 
     @property
     def url(self) -> str:
@@ -283,7 +261,7 @@ class EncryptedImages:
 
     def stop_agent(self, name: str) -> None:
         host = self.hosts[name]
-        _stop(host.agent)
+        stop(host.agent, grace=15)
         host.agent = None
 
     def keyprovider_args(self, host: Host) -> list[str]:

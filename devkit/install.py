@@ -51,6 +51,7 @@ import yaml
 from devkit import chart
 from devkit.controlplane import ControlPlane, KubeAPIError, KubeClient
 from devkit.nodes.stack import NodeStack
+from devkit.paths import Under
 from devkit.pki import issue_cert, load_or_create_ca
 from devkit.swtpm import LocalCa, SoftwareTpm
 from devkit.waiting import eventually
@@ -133,17 +134,12 @@ class ControlPlaneFiles:
 
     cp_workdir: Path
 
+    webhook_client_ca = Under("webhook-client-ca.crt", base="directory")
+    admission_configuration = Under("admission-configuration.yaml", base="directory")
+
     def __post_init__(self) -> None:
         self.cp_workdir = Path(self.cp_workdir).resolve()
         self.directory = self.cp_workdir / "etc" / "kubernetes" / "trustgate"
-
-    @property
-    def webhook_client_ca(self) -> Path:
-        return self.directory / "webhook-client-ca.crt"
-
-    @property
-    def admission_configuration(self) -> Path:
-        return self.directory / "admission-configuration.yaml"
 
     def extra_args(self) -> dict[str, list[str]]:
         """kube-apiserver's client certificate for the webhook and its AdmissionConfiguration (before it starts)."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import ssl
 import subprocess
 import tarfile
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from devkit.subprocesses import stop
 from keybroker.registry import DOCKER_MANIFEST, OCI_MANIFEST, ImageName, Registry
 
 BINARY = "/usr/bin/docker-registry"
@@ -101,14 +101,7 @@ class LocalRegistry:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, grace=10)
 
     def push_archive(self, archive: Path, reference: str) -> str:
         """Push the single-image OCI archive `archive` (as `devkit.nodes.ociarchive` writes) as `reference`."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +29,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from devkit.subprocesses import stop
 
 REQUIRED = ("swtpm", "swtpm_setup", "swtpm_localca", "tpm2_createek")
 INSTALL_HINT = "apt-get install -y swtpm swtpm-tools tpm2-tools (or: bash agent/install-tpm-tools.sh)"
@@ -205,14 +206,7 @@ class SoftwareTpm:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, grace=5)
 
     def reboot(self) -> None:
         """Power-cycle: the same TPM (seeds, NV, EK) with PCRs back to their reset values."""

@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from devkit.buildscript import run_build_script
+from devkit import buildscript
 from devkit.controlplane.errors import ControlPlaneError
 
 HERE = Path(__file__).resolve().parent
@@ -57,14 +57,12 @@ def find_binaries(build: bool = True) -> Path:
     cached = cached_bin_dir()
     if cached is not None:
         return cached
-    if not build:
-        raise ControlPlaneError(
-            f"control-plane binaries not built in {expected_bin_dir()}; run: bash devkit/controlplane/build.sh"
-        )
-    rc, last = run_build_script(BUILD_SCRIPT)
-    if rc != 0:
-        raise ControlPlaneError(f"build.sh failed with exit code {rc} (see its output above)")
-    bin_dir = Path(last)
+    bin_dir = buildscript.build(
+        BUILD_SCRIPT,
+        build,
+        ControlPlaneError,
+        f"control-plane binaries not built in {expected_bin_dir()}; run: bash devkit/controlplane/build.sh",
+    )
     missing = [b for b in BINARIES if not os.access(bin_dir / b, os.X_OK)]
     if missing:
         raise ControlPlaneError(f"build.sh reported {bin_dir} but {missing} are missing there")

@@ -42,10 +42,10 @@ from devkit.controlplane.processes import (
     port_is_free,
     proc_start_time,
     recorded_running,
-    tail,
     terminate_pid,
 )
 from devkit.pki import CertKey, create_ca, has_sans, issue_cert, load_or_create_ca, write_private, write_public
+from devkit.subprocesses import tail
 from trustgate.certificates import generate_key
 
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
@@ -53,6 +53,9 @@ KUBERNETES_SERVICE_IP = "10.0.0.1"
 
 #: Taint added on create by the TaintNodesByCondition admission plugin.
 NOT_READY_TAINT_KEY = "node.kubernetes.io/not-ready"
+
+#: Lines of a component's log quoted when it fails to start.
+LOG_TAIL_LINES = 40
 
 
 def _now() -> _dt.datetime:
@@ -416,7 +419,8 @@ class ControlPlane:
             rc = p.popen.poll()
             if rc is not None:
                 raise ControlPlaneError(
-                    f"{name} exited with code {rc} while starting\n--- tail of {p.log} ---\n{tail(p.log)}"
+                    f"{name} exited with code {rc} while starting\n"
+                    f"--- tail of {p.log} ---\n{tail(p.log, LOG_TAIL_LINES)}"
                 )
             try:
                 ok, last = self._probe(name)
@@ -427,7 +431,7 @@ class ControlPlane:
             if time.monotonic() > deadline:
                 raise ControlPlaneError(
                     f"{name} not ready after {timeout:.0f}s (last probe: {last})\n"
-                    f"--- tail of {p.log} ---\n{tail(p.log)}"
+                    f"--- tail of {p.log} ---\n{tail(p.log, LOG_TAIL_LINES)}"
                 )
             time.sleep(0.2)
 
@@ -594,13 +598,7 @@ class ControlPlane:
             argv = [
                 str(self.binary("kube-controller-manager")),
                 f"--kubeconfig={kc}",
-                f"--authentication-kubeconfig={kc}",
-                f"--authorization-kubeconfig={kc}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={ports.controller_manager}",
-                f"--tls-cert-file={pki / 'kube-controller-manager-serving.crt'}",
-                f"--tls-private-key-file={pki / 'kube-controller-manager-serving.key'}",
-                f"--client-ca-file={self.ca.cert_file}",
+                *self._secure_serving(name, kc, ports.controller_manager),
                 # The node lifecycle controller would mark kubelet-less nodes NotReady /
                 # unreachable (and taint them) after its grace period; API-only nodes stay
                 # as create_node() registered them.
@@ -619,16 +617,24 @@ class ControlPlane:
             argv = [
                 str(self.binary("kube-scheduler")),
                 f"--config={self.scheduler_config_file}",
-                f"--authentication-kubeconfig={kc}",
-                f"--authorization-kubeconfig={kc}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={ports.scheduler}",
-                f"--tls-cert-file={pki / 'kube-scheduler-serving.crt'}",
-                f"--tls-private-key-file={pki / 'kube-scheduler-serving.key'}",
-                f"--client-ca-file={self.ca.cert_file}",
+                *self._secure_serving(name, kc, ports.scheduler),
                 "--profiling=false",
             ]
         return argv + list(self.extra_args.get(name, []))
+
+    def _secure_serving(self, name: str, kubeconfig: Path, port: int) -> list[str]:
+        """The HTTPS endpoint of kube-controller-manager or kube-scheduler: on loopback, with its own
+        serving certificate, client certificates from the cluster CA, and authentication and
+        authorization delegated to the apiserver through its kubeconfig."""
+        return [
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            f"--tls-cert-file={self.pki_dir / f'{name}-serving.crt'}",
+            f"--tls-private-key-file={self.pki_dir / f'{name}-serving.key'}",
+            f"--client-ca-file={self.ca.cert_file}",
+        ]
 
     def _ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.ca.cert_file))
@@ -669,7 +675,7 @@ class ControlPlane:
                 log = self.logs_dir / "kube-controller-manager.log"
                 raise ControlPlaneError(
                     "kube-controller-manager did not create ServiceAccount default/default within "
-                    f"{self.startup_timeout:.0f}s\n--- tail of {log} ---\n{tail(log)}"
+                    f"{self.startup_timeout:.0f}s\n--- tail of {log} ---\n{tail(log, LOG_TAIL_LINES)}"
                 )
             time.sleep(0.2)
 

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from devkit.subprocesses import stat_fields
+
 #: Start order; stop order is the reverse.
 COMPONENTS: tuple[str, ...] = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
@@ -51,12 +53,8 @@ def port_is_free(port: int) -> bool:
 
 def proc_start_time(pid: int) -> str | None:
     """Process start time (clock ticks since boot) from /proc, to detect pid reuse."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # the command name (field 2) may contain spaces; it is wrapped in parentheses
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat_fields(pid)
+    return None if fields is None else fields[19]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -67,11 +65,8 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     # a zombie is not alive for our purposes
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    except OSError:
-        return True
+    fields = stat_fields(pid)
+    return fields is None or fields[0] != "Z"
 
 
 def terminate_pid(pid: int, grace: float, popen: subprocess.Popen[bytes] | None = None) -> None:
@@ -103,14 +98,6 @@ def terminate_pid(pid: int, grace: float, popen: subprocess.Popen[bytes] | None 
         deadline = time.monotonic() + 10
         while alive() and time.monotonic() < deadline:
             time.sleep(0.05)
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        data = path.read_bytes()[-64 * 1024 :].decode(errors="replace")
-    except OSError:
-        return f"(no log at {path})"
-    return "\n".join(data.splitlines()[-lines:])
 
 
 def recorded_running(workdir: Path | str) -> list[str]:

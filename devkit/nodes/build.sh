@@ -22,15 +22,12 @@ ROOT="$(cd "${HERE}/../.." && pwd)"
 K8S_MOD_DIR="${ROOT}/devkit/controlplane"
 CTRD_MOD_DIR="${HERE}/containerd"
 CACHE_ROOT="${TRUSTGATE_CACHE:-$HOME/.cache/trustgate}"
+# shellcheck source=../buildlib.sh
+source "${ROOT}/devkit/buildlib.sh"
 
 die() { echo "devkit/nodes/build.sh: $*" >&2; exit 1; }
 
 START=$(date +%s)
-elapsed() { echo $(( $(date +%s) - START )); }
-
-pinned_version() {  # <go.mod> <module>
-  awk -v m="$2" '($1 == "require" && $2 == m) {print $3} ($1 == m) {print $2}' "$1" | head -n1
-}
 
 CTRD_VERSION="$(pinned_version "${CTRD_MOD_DIR}/go.mod" github.com/containerd/containerd/v2)"
 [[ -n "${CTRD_VERSION}" ]] || die "no containerd version pinned in ${CTRD_MOD_DIR}/go.mod"
@@ -59,36 +56,6 @@ then
 fi
 mkdir -p "${K8S_BIN}" "${CTRD_BIN}" "${IMAGES}"
 
-HEARTBEAT_PID=""
-JOB_PID=""
-TMP_PATHS=()
-cleanup() {
-  [[ -n "${JOB_PID}" ]] && kill "${JOB_PID}" 2>/dev/null || true
-  [[ -n "${HEARTBEAT_PID}" ]] && kill "${HEARTBEAT_PID}" 2>/dev/null || true
-  local p
-  for p in "${TMP_PATHS[@]+"${TMP_PATHS[@]}"}"; do rm -rf "$p"; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# run_long <what> <command...>: in the background with a heartbeat on stderr every 60 s, so a
-# CI log shows the build is alive; INT/TERM stop it at once. No child keeps the lock fds.
-run_long() {
-  local what="$1"; shift
-  ( while sleep 60 </dev/null >/dev/null 2>&1; do echo "  ... still ${what} (t=$(elapsed)s)" >&2; done ) 8>&- 9>&- &
-  HEARTBEAT_PID=$!
-  "$@" 8>&- 9>&- &
-  JOB_PID=$!
-  local rc=0
-  wait "${JOB_PID}" || rc=$?
-  JOB_PID=""
-  kill "${HEARTBEAT_PID}" 2>/dev/null || true
-  wait "${HEARTBEAT_PID}" 2>/dev/null || true
-  HEARTBEAT_PID=""
-  return "${rc}"
-}
-
 # ---- Debian packages -------------------------------------------------------------------
 # runc: the OCI runtime the containerd shim calls; containernetworking-plugins: bridge,
 # host-local, loopback, portmap; nftables: kube-proxy's nftables mode runs nft;
@@ -111,26 +78,21 @@ for f in /usr/sbin/runc /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni
   [[ -x "$f" ]] || die "$f missing although its Debian package is installed"
 done
 
-command -v go >/dev/null 2>&1 || die "'go' not found in PATH (need Go >= 1.26 and the Go module proxy)"
+require_go devkit/nodes/build.sh
 export GOWORK=off   # never let a go.work above these directories take part
 export CGO_ENABLED=0
 
-# go_build <lock dir> <module dir> <output> <package> <ldflags>: build one command, atomically.
+# go_build <module dir> <output> <package> <ldflags>: build one command, unless it is built.
 go_build() {
-  local dir="$1" mod="$2" out="$3" pkg="$4" ldflags="$5" name t0 tmp
+  local mod="$1" out="$2" pkg="$3" ldflags="$4" name t0
   name="$(basename "${out}")"
   if [[ -x "${out}" ]]; then
     echo "${name} already built"
     return
   fi
-  tmp="${dir}/.${name}.tmp.$$"
-  TMP_PATHS+=("${tmp}")
   echo "building ${name} (t=$(elapsed)s)..."
   t0=$(date +%s)
-  run_long "building ${name}" bash -c 'cd "$1" && exec go build -mod=readonly -trimpath -buildvcs=false -ldflags "$2" -o "$3" "$4"' \
-    _ "${mod}" "${ldflags}" "${tmp}" "${pkg}" || die "go build ${pkg} failed (see above)"
-  chmod 0755 "${tmp}"
-  mv -f "${tmp}" "${out}"
+  go_install "${mod}" "${ldflags}" "${pkg}" "${out}" || die "go build ${pkg} failed (see above)"
   echo "built ${name} in $(( $(date +%s) - t0 ))s (t=$(elapsed)s)"
 }
 
@@ -139,7 +101,7 @@ exec 8>"${CTRD_BIN}/.build.lock"
 flock 8
 CTRD_LDFLAGS="-s -w -X github.com/containerd/containerd/v2/version.Version=${CTRD_VERSION}"
 for b in containerd containerd-shim-runc-v2 ctr; do
-  go_build "${CTRD_BIN}" "${CTRD_MOD_DIR}" "${CTRD_BIN}/${b}" "github.com/containerd/containerd/v2/cmd/${b}" "${CTRD_LDFLAGS}"
+  go_build "${CTRD_MOD_DIR}" "${CTRD_BIN}/${b}" "github.com/containerd/containerd/v2/cmd/${b}" "${CTRD_LDFLAGS}"
 done
 exec 8>&-
 
@@ -149,22 +111,14 @@ exec 8>&-
 exec 9>"${K8S_BIN}/.build.lock"
 if ! flock -n 9; then
   echo "waiting for another build in ${K8S_BIN} to finish (t=$(elapsed)s)..."
-  ( while sleep 60 </dev/null >/dev/null 2>&1; do echo "  ... still waiting for ${K8S_BIN}/.build.lock (t=$(elapsed)s)" >&2; done ) 8>&- 9>&- &
-  HEARTBEAT_PID=$!
+  start_heartbeat "waiting for ${K8S_BIN}/.build.lock"
   flock 9
-  kill "${HEARTBEAT_PID}" 2>/dev/null || true
-  wait "${HEARTBEAT_PID}" 2>/dev/null || true
-  HEARTBEAT_PID=""
+  stop_heartbeat
 fi
 rm -f "${K8S_BIN}"/.kubelet.tmp.* "${K8S_BIN}"/.kube-proxy.tmp.*
-K8S_MINOR="${K8S_VERSION#v1.}"
-K8S_MINOR="${K8S_MINOR%%.*}"
-K8S_LDFLAGS="-s -w -X k8s.io/component-base/version.gitVersion=${K8S_VERSION}"
-K8S_LDFLAGS+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${K8S_MINOR}"
-K8S_LDFLAGS+=" -X k8s.io/component-base/version.gitTreeState=clean"
-K8S_LDFLAGS+=" -X k8s.io/component-base/version.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+K8S_LDFLAGS="$(k8s_ldflags "${K8S_VERSION}")"
 for b in kubelet kube-proxy; do
-  go_build "${K8S_BIN}" "${K8S_MOD_DIR}" "${K8S_BIN}/${b}" "k8s.io/kubernetes/cmd/${b}" "${K8S_LDFLAGS}"
+  go_build "${K8S_MOD_DIR}" "${K8S_BIN}/${b}" "k8s.io/kubernetes/cmd/${b}" "${K8S_LDFLAGS}"
 done
 exec 9>&-
 
@@ -176,41 +130,49 @@ K8S_SRC="$(cd "${K8S_MOD_DIR}" && go mod download -json "k8s.io/kubernetes@${K8S
 [[ -f "${K8S_SRC}/build/pause/linux/pause.c" ]] || die "no build/pause/linux/pause.c in k8s.io/kubernetes@${K8S_VERSION} (${K8S_SRC})"
 PAUSE_TAG="$(sed -n 's/^TAG ?= *//p' "${K8S_SRC}/build/pause/Makefile")"
 [[ -n "${PAUSE_TAG}" ]] || die "no TAG in ${K8S_SRC}/build/pause/Makefile"
-PAUSE_REF="registry.k8s.io/pause:${PAUSE_TAG}"
-PAUSE_TAR="${IMAGES}/pause-${PAUSE_TAG}.oci.tar"
-if [[ ! -s "${PAUSE_TAR}" ]]; then
-  echo "building ${PAUSE_REF} from ${K8S_SRC}/build/pause/linux/pause.c (t=$(elapsed)s)"
+# pack_image <ref> <archive> <fill> <ociarchive.py flags...>: unless <archive> is there, <fill> <rootfs>
+# fills an empty root filesystem and it is packed as the single-image OCI archive <archive>.
+pack_image() {
+  local ref="$1" tar="$2" fill="$3" work
+  shift 3
+  [[ -s "${tar}" ]] && return
   work="$(mktemp -d)"
   TMP_PATHS+=("${work}")
   mkdir -p "${work}/rootfs"
+  "${fill}" "${work}/rootfs"
+  python3 "${HERE}/ociarchive.py" --rootfs "${work}/rootfs" --ref "${ref}" "$@" --out "${tar}.tmp" \
+    || die "packing ${ref} failed"
+  mv -f "${tar}.tmp" "${tar}"
+}
+
+pause_rootfs() {
+  echo "building ${PAUSE_REF} from ${K8S_SRC}/build/pause/linux/pause.c (t=$(elapsed)s)"
   # The flags of build/pause/Makefile.
-  gcc -Os -Wall -Werror -static -DVERSION="v${PAUSE_TAG}-${K8S_VERSION}" -o "${work}/rootfs/pause" \
+  gcc -Os -Wall -Werror -static -DVERSION="v${PAUSE_TAG}-${K8S_VERSION}" -o "$1/pause" \
     "${K8S_SRC}/build/pause/linux/pause.c" || die "gcc could not build the pause binary"
-  strip "${work}/rootfs/pause"
-  python3 "${HERE}/ociarchive.py" --rootfs "${work}/rootfs" --ref "${PAUSE_REF}" \
-    --entrypoint /pause --user 65535:65535 --out "${PAUSE_TAR}.tmp" || die "packing ${PAUSE_REF} failed"
-  mv -f "${PAUSE_TAR}.tmp" "${PAUSE_TAR}"
-fi
+  strip "$1/pause"
+}
+
+busybox_rootfs() {
+  echo "packing ${BUSYBOX_REF} from Debian's busybox-static (t=$(elapsed)s)"
+  mkdir -p "$1/bin" "$1/tmp" "$1/www" "$1/etc"
+  cp /bin/busybox "$1/bin/busybox"
+  for applet in sh cat echo env hostname httpd id ip ls nc ping sleep wget; do
+    ln -s busybox "$1/bin/${applet}"
+  done
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n' >"$1/etc/passwd"
+  printf 'root:x:0:\nnobody:x:65534:\n' >"$1/etc/group"
+}
+
+PAUSE_REF="registry.k8s.io/pause:${PAUSE_TAG}"
+PAUSE_TAR="${IMAGES}/pause-${PAUSE_TAG}.oci.tar"
+pack_image "${PAUSE_REF}" "${PAUSE_TAR}" pause_rootfs --entrypoint /pause --user 65535:65535
 
 BUSYBOX_VERSION="$(dpkg-query -W -f='${Version}' busybox-static)"
 BUSYBOX_TAG="$(echo "${BUSYBOX_VERSION#*:}" | tr -c 'A-Za-z0-9_.\n-' '_')"
 BUSYBOX_REF="trustgate.local/busybox:${BUSYBOX_TAG}"
 BUSYBOX_TAR="${IMAGES}/busybox-${BUSYBOX_TAG}.oci.tar"
-if [[ ! -s "${BUSYBOX_TAR}" ]]; then
-  echo "packing ${BUSYBOX_REF} from Debian's busybox-static (t=$(elapsed)s)"
-  work="$(mktemp -d)"
-  TMP_PATHS+=("${work}")
-  mkdir -p "${work}/rootfs/bin" "${work}/rootfs/tmp" "${work}/rootfs/www" "${work}/rootfs/etc"
-  cp /bin/busybox "${work}/rootfs/bin/busybox"
-  for applet in sh cat echo env hostname httpd id ip ls nc ping sleep wget; do
-    ln -s busybox "${work}/rootfs/bin/${applet}"
-  done
-  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n' >"${work}/rootfs/etc/passwd"
-  printf 'root:x:0:\nnobody:x:65534:\n' >"${work}/rootfs/etc/group"
-  python3 "${HERE}/ociarchive.py" --rootfs "${work}/rootfs" --ref "${BUSYBOX_REF}" \
-    --cmd /bin/sh --env PATH=/bin --out "${BUSYBOX_TAR}.tmp" || die "packing ${BUSYBOX_REF} failed"
-  mv -f "${BUSYBOX_TAR}.tmp" "${BUSYBOX_TAR}"
-fi
+pack_image "${BUSYBOX_REF}" "${BUSYBOX_TAR}" busybox_rootfs --cmd /bin/sh --env PATH=/bin
 exec 7>&-
 
 python3 - "${KIT}" <<EOF || die "could not write ${KIT}"

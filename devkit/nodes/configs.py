@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from devkit.paths import Under
+
 #: The kube-proxy mode: nftables is GA since 1.33; this kernel has nf_tables and NAT built in.
 PROXY_MODE = "nftables"
 
@@ -23,62 +25,21 @@ class NodePaths:
 
     root: Path
 
-    @property
-    def containerd_root(self) -> Path:
-        return self.root / "containerd" / "root"
-
-    @property
-    def containerd_state(self) -> Path:
-        return self.root / "containerd" / "state"
-
-    @property
-    def containerd_socket(self) -> Path:
-        return self.root / "containerd" / "containerd.sock"
-
-    @property
-    def containerd_config(self) -> Path:
-        return self.root / "containerd" / "config.toml"
-
-    @property
-    def runc_root(self) -> Path:
-        return self.root / "containerd" / "runc"
-
-    @property
-    def cni_conf_dir(self) -> Path:
-        return self.root / "cni" / "net.d"
-
-    @property
-    def cni_ipam_dir(self) -> Path:
-        return self.root / "cni" / "ipam"
-
-    @property
-    def kubelet_root(self) -> Path:
-        return self.root / "kubelet"
-
-    @property
-    def kubelet_config(self) -> Path:
-        return self.root / "kubelet-config.yaml"
-
-    @property
-    def pod_logs(self) -> Path:
-        return self.root / "pod-logs"
-
-    @property
-    def resolv_conf(self) -> Path:
-        return self.root / "resolv.conf"
-
-    @property
-    def kube_proxy_config(self) -> Path:
-        return self.root / "kube-proxy-config.yaml"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def keyprovider_config(self) -> Path:
-        """The node's ocicrypt key-provider configuration (read by the layer decoder at every decryption)."""
-        return self.root / "ocicrypt-keyprovider.json"
+    containerd_root = Under("containerd", "root")
+    containerd_state = Under("containerd", "state")
+    containerd_socket = Under("containerd", "containerd.sock")
+    containerd_config = Under("containerd", "config.toml")
+    runc_root = Under("containerd", "runc")
+    cni_conf_dir = Under("cni", "net.d")
+    cni_ipam_dir = Under("cni", "ipam")
+    kubelet_root = Under("kubelet")
+    kubelet_config = Under("kubelet-config.yaml")
+    pod_logs = Under("pod-logs")
+    resolv_conf = Under("resolv.conf")
+    kube_proxy_config = Under("kube-proxy-config.yaml")
+    logs = Under("logs")
+    #: The node's ocicrypt key-provider configuration (read by the layer decoder at every decryption).
+    keyprovider_config = Under("ocicrypt-keyprovider.json")
 
     def make(self) -> None:
         for d in (

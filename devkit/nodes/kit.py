@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from devkit.buildscript import run_build_script
+from devkit import buildscript
 
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE / "build.sh"
@@ -102,14 +102,14 @@ def find_kit(build: bool = True) -> NodeKit:
     kit = cached_kit()
     if kit is not None:
         return kit
-    if not build:
-        raise KitError(
-            f"node binaries and images are not built ({kit_path()} missing or incomplete); run: {BUILD_HINT}"
+    kit = NodeKit.load(
+        buildscript.build(
+            BUILD_SCRIPT,
+            build,
+            KitError,
+            f"node binaries and images are not built ({kit_path()} missing or incomplete); run: {BUILD_HINT}",
         )
-    rc, last = run_build_script(BUILD_SCRIPT)
-    if rc != 0:
-        raise KitError(f"{BUILD_SCRIPT} failed with exit code {rc} (see its output above)")
-    kit = NodeKit.load(Path(last))
+    )
     if kit.missing():
         raise KitError(f"{BUILD_SCRIPT} finished but these are missing: {', '.join(kit.missing())}")
     return kit

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from devkit.subprocesses import stat_fields, tail
+
 
 class NodeError(RuntimeError):
     """A node (or the host network for nodes) could not be set up, or a component failed."""
@@ -30,21 +32,10 @@ def run(argv: Sequence[str], what: str | None = None, timeout: float = 60.0, che
     return done.stdout
 
 
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        data = path.read_bytes()[-64 * 1024 :].decode(errors="replace")
-    except OSError:
-        return f"(no log at {path})"
-    return "\n".join(data.splitlines()[-lines:])
-
-
 def pid_alive(pid: int) -> bool:
     """True for a running process (a zombie counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def find_pids(exe: Path, arg_suffix: str) -> list[int]:
