@@ -23,28 +23,17 @@ from dataclasses import dataclass
 import yaml
 
 from agent.agent import Agent, AgentConfig, HttpTransport
-from agent.tpm2 import Tpm2Tools, TpmCommandError
-from trustgate.settings import ConfigError, Settings, option, seconds
+from agent.settings import NodeClientSettings, TpmSettings
+from agent.tpm2 import TpmCommandError
+from trustgate.settings import ConfigError, option, seconds
 from trustgate.startup import Command, Service
 
 PROG = "trustgate-agent"
 
 
 @dataclass(frozen=True)
-class TpmSettings(Settings):
-    tcti: str = option("how tpm2-tools reach the TPM", "device:/dev/tpmrm0")
-    state_dir: str = option("where the attestation key is kept", "/var/lib/trustgate-agent")
-
-    def tpm(self) -> Tpm2Tools:
-        return Tpm2Tools(self.tcti, self.state_dir)
-
-
-@dataclass(frozen=True)
-class AgentSettings(TpmSettings):
+class AgentSettings(NodeClientSettings):
     authority: str | None = option("https://host:port of the attestation authority")
-    ca: str | None = option("CA bundle that signed the authority's certificate")
-    client_cert: str | None = option("this node's client certificate for the authority (mTLS), PEM")
-    client_key: str | None = option("its private key, PEM; default: in the --client-cert file")
     node: str | None = option("this Node's name")
     product_uuid: str = option("file with the host's DMI product UUID", "/sys/class/dmi/id/product_uuid")
     boot_id: str = option("file with the current boot id", "/proc/sys/kernel/random/boot_id")
@@ -66,9 +55,8 @@ class AgentSettings(TpmSettings):
             raise ConfigError(f"client certificate {self.client_cert} is not usable ({error})") from None
 
     def transport(self) -> HttpTransport:
-        assert self.authority is not None and self.client_cert is not None  # checked
-        client = (self.client_cert, self.client_key or self.client_cert)
-        transport = HttpTransport(self.authority, self.ca, client)
+        assert self.authority is not None  # checked
+        transport = self.https(self.authority)
         transport.context()  # fail at start on unreadable or mismatched files
         return transport
 

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -31,22 +31,31 @@ from trustgate.cluster.resources import GROUP, GROUP_VERSION, VERSION
 
 log = logging.getLogger("trustgate.attestation")
 CONFLICT_RETRIES = 5
+T = TypeVar("T")
 
 
 class EnrollmentError(Exception):
     """An enrollment an operator asked for that cannot be done; the message says why and what to do."""
 
 
+def _unless(status: int, call: Callable[..., T], *args: Any) -> T | None:
+    """What `call(*args)` answers, or None when the API server answers `status` instead (404: there is no
+    such object; 409: another writer created it first)."""
+    try:
+        return call(*args)
+    except ApiException as error:
+        if error.status == status:
+            return None
+        raise
+
+
 def node_lookup(api: client.ApiClient) -> Callable[[str], tuple[str, str] | None]:
     core = client.CoreV1Api(api)
 
     def lookup(name: str) -> tuple[str, str] | None:
-        try:
-            node = core.read_node(name)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        node = _unless(404, core.read_node, name)
+        if node is None:
+            return None
         info = node.status.node_info if node.status and node.status.node_info else None
         return (info.system_uuid or "", info.boot_id or "") if info else ("", "")
 
@@ -140,13 +149,7 @@ class KubeEnrollment:
         self._lock = threading.Lock()  # this process's own writers queue; other writers conflict
 
     def _get(self, node: str) -> dict[str, Any] | None:
-        try:
-            obj: dict[str, Any] = self.objects.get_cluster_custom_object(GROUP, VERSION, AGENTS, node)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        return obj
+        return _unless(404, self.objects.get_cluster_custom_object, GROUP, VERSION, AGENTS, node)
 
     def enrolled(self, node: str) -> frozenset[str]:
         fingerprint = _enrolled_of(self._get(node))
@@ -175,13 +178,7 @@ class KubeEnrollment:
 
     def _create(self, node: str) -> dict[str, Any] | None:
         body = {"apiVersion": GROUP_VERSION, "kind": "AttestedAgent", "metadata": {"name": node}, "spec": {}}
-        try:
-            created: dict[str, Any] = self.objects.create_cluster_custom_object(GROUP, VERSION, AGENTS, body)
-        except ApiException as error:
-            if error.status == 409:
-                return None
-            raise
-        return created
+        return _unless(409, self.objects.create_cluster_custom_object, GROUP, VERSION, AGENTS, body)
 
 
 # --- the operator's commands -----------------------------------------------------------------------
@@ -200,12 +197,8 @@ def pending_requests(api: client.ApiClient, node: str | None = None) -> list[Enr
     """The enrollment requests of `node` (or of every node), oldest first."""
     objects = client.CustomObjectsApi(api)
     if node is not None:
-        try:
-            items = [objects.get_cluster_custom_object(GROUP, VERSION, AGENTS, node)]
-        except ApiException as error:
-            if error.status != 404:
-                raise
-            items = []
+        found = _unless(404, objects.get_cluster_custom_object, GROUP, VERSION, AGENTS, node)
+        items = [found] if found is not None else []
     else:
         items = objects.list_cluster_custom_object(GROUP, VERSION, AGENTS).get("items", [])
     found = [r for item in items for r in requests_of(item)]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from controller.loop import WorkLoop
 from trustgate.audit.record import DECISION_EVICTED, AuditRecord, format_rfc3339
 from trustgate.audit.sinks import AuditLog
 from trustgate.core.reasons import messages
@@ -61,7 +61,7 @@ class EvictionPacing:
             raise ValueError("eviction rate and retry must be positive, burst at least 1, pause fraction in (0, 1]")
 
 
-class Evictor:
+class Evictor(WorkLoop[tuple[str, str]]):
     def __init__(
         self,
         evict: Callable[[str, str, str], None],
@@ -73,12 +73,9 @@ class Evictor:
         user: str = "trustgate-controller",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__()
         self.evict, self.current, self.untrusted_share = evict, current, untrusted_share
         self.audit, self.pacing, self.user, self.clock = audit, pacing, user, clock
-        self.leading = threading.Event()
-        self._cond = threading.Condition()
-        self._stopping = threading.Event()
-        self._queue: list[tuple[float, tuple[str, str]]] = []
         self._pending: dict[tuple[str, str], PodTrust] = {}
         self._tokens = float(pacing.burst)
         self._filled = clock()
@@ -103,28 +100,21 @@ class Evictor:
 
     def start_leading(self) -> None:
         self.leading.set()
-        with self._cond:
-            self._cond.notify()
+        self.notify()
 
     def stop_leading(self) -> None:
         self.leading.clear()
-        with self._cond:
-            self._queue.clear()
+        with self._wake:
+            self._timers.clear()
             self._pending.clear()  # the next leader judges every pod again
-
-    def stop(self) -> None:
-        self._stopping.set()
-        with self._cond:
-            self._cond.notify()
 
     def request(self, trust: PodTrust) -> None:
         """Queue `trust`'s pod for eviction (once: asking again while it waits changes nothing)."""
-        with self._cond:
+        with self._wake:
             if trust.key in self._pending or (trust.uid and trust.uid in self._done):
                 return
             self._pending[trust.key] = trust
-            heapq.heappush(self._queue, (self.clock(), trust.key))
-            self._cond.notify()
+            self._schedule(trust.key, self.clock())
 
     def run(self) -> None:
         while not self._stopping.is_set():
@@ -134,32 +124,32 @@ class Evictor:
 
     def _next(self) -> tuple[str, str] | None:
         """The next pod due, once a token is there; None when stopping or after a wake-up with nothing due."""
-        with self._cond:
+        with self._wake:
             while not self._stopping.is_set():
                 now = self.clock()
                 self._tokens = min(float(self.pacing.burst), self._tokens + (now - self._filled) * self.pacing.rate)
                 self._filled = now
-                if not self.leading.is_set() or not self._queue:
-                    self._cond.wait(1.0)
+                if not self.leading.is_set() or not self._timers:
+                    self._wake.wait(1.0)
                     continue
-                due = self._queue[0][0]
+                due = self._timers[0][0]
                 if due > now:
-                    self._cond.wait(due - now)
+                    self._wake.wait(due - now)
                     continue
                 if self._tokens < 1:
-                    self._cond.wait((1 - self._tokens) / self.pacing.rate)
+                    self._wake.wait((1 - self._tokens) / self.pacing.rate)
                     continue
                 self._tokens -= 1
-                return heapq.heappop(self._queue)[1]
+                return heapq.heappop(self._timers)[1]
             return None
 
     def _later(self, key: tuple[str, str], trust: PodTrust) -> None:
-        with self._cond:
+        with self._wake:
             self._pending[key] = trust
-            heapq.heappush(self._queue, (self.clock() + self.pacing.retry, key))
+            self._schedule(key, self.clock() + self.pacing.retry)
 
     def _handle(self, key: tuple[str, str]) -> None:
-        with self._cond:
+        with self._wake:
             asked = self._pending.pop(key, None)
         if asked is None:
             return
@@ -205,7 +195,7 @@ class Evictor:
 
     def _remember(self, uid: str) -> None:
         now = self.clock()
-        with self._cond:
+        with self._wake:
             self._done = {u: t for u, t in self._done.items() if now - t < 600}
             if uid:
                 self._done[uid] = now

@@ -22,6 +22,17 @@ from trustgate.core.policy import TrustPolicy
 COMPONENT = "trustgate-controller"
 
 
+def _written(write: Callable[..., Any], *args: Any) -> bool:
+    """Whether `write(*args)` landed; False when another writer was first (409): read again and retry."""
+    try:
+        write(*args)
+    except ApiException as error:
+        if error.status != 409:
+            raise
+        return False
+    return True
+
+
 class KubeWriter:
     def __init__(self, api: client.ApiClient, name: str = CONFIGURATION) -> None:
         self.admission = client.AdmissionregistrationV1Api(api)
@@ -56,12 +67,8 @@ class KubeWriter:
             existing = json.loads(current.data)
             body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
             body["metadata"]["labels"] = {**(existing["metadata"].get("labels") or {}), **body["metadata"]["labels"]}
-            try:
-                replace(self.name, body)
+            if _written(replace, self.name, body):
                 return
-            except ApiException as error:
-                if error.status != 409:
-                    raise
         raise RuntimeError(f"{kind} {self.name} kept changing under us; retrying later")
 
     def report_invalid(self, policy: TrustPolicy) -> None:
@@ -180,21 +187,13 @@ class PolicyReports:
             except ApiException as error:
                 if error.status != 404:
                     raise
-                try:
-                    self.objects.create_namespaced_custom_object(*args, report)
+                if _written(self.objects.create_namespaced_custom_object, *args, report):
                     return
-                except ApiException as created:
-                    if created.status != 409:
-                        raise
-                    continue
+                continue
             body = json.loads(json.dumps(report))
             body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-            try:
-                self.objects.replace_namespaced_custom_object(*args, policyreport.REPORT_NAME, body)
+            if _written(self.objects.replace_namespaced_custom_object, *args, policyreport.REPORT_NAME, body):
                 return
-            except ApiException as error:
-                if error.status != 409:
-                    raise
         raise RuntimeError(f"PolicyReport {namespace}/{policyreport.REPORT_NAME} kept changing under us")
 
     def delete(self, namespace: str) -> None:

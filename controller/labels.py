@@ -8,13 +8,12 @@ of a `coordination.k8s.io` Lease writes, and it patches only `trustgate.dev/trus
 
 from __future__ import annotations
 
-import heapq
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from controller.loop import WorkLoop
 from trustgate.cluster.cache import ClusterCache
 from trustgate.core.labels import desired_labels, is_trust_label
 from trustgate.core.node import NodeTrust
@@ -45,19 +44,16 @@ def next_change(trust: NodeTrust, now: float, skew: float) -> float | None:
     return min(future) if future else None
 
 
-class LabelController:
+class LabelController(WorkLoop[str]):
     def __init__(
         self,
         cache: ClusterCache,
         patch_node: Callable[[str, dict[str, Any]], Any],
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__()
         self.cache, self.patch_node, self.clock = cache, patch_node, clock
-        self.leading = threading.Event()
-        self._wake = threading.Condition()
         self._dirty: set[str] = set()
-        self._timers: list[tuple[float, str]] = []
-        self._stopping = threading.Event()
         self.patches = 0
         cache.add_listener(self.mark_dirty)
 
@@ -75,15 +71,9 @@ class LabelController:
         log.info("lost leadership: no longer writing labels")
         self.leading.clear()
 
-    def stop(self) -> None:
-        self._stopping.set()
-        with self._wake:
-            self._wake.notify()
-
     def run(self) -> None:
-        while not self.cache.wait_synced(1.0):
-            if self._stopping.is_set():
-                return
+        if not self.wait_synced(self.cache):
+            return
         self.mark_dirty(set(self.cache.snapshot().nodes))
         while not self._stopping.is_set():
             names = self._next_batch()
@@ -95,13 +85,11 @@ class LabelController:
         with self._wake:
             while not self._stopping.is_set():
                 now = self.clock()
-                while self._timers and self._timers[0][0] <= now:
-                    self._dirty.add(heapq.heappop(self._timers)[1])
+                self._dirty.update(name for _, name in self._due(now))
                 if self._dirty:
                     names, self._dirty = self._dirty, set()
                     return names
-                timeout = self._timers[0][0] - now if self._timers else None
-                self._wake.wait(timeout)
+                self._wait(now)
             return set()
 
     def _reconcile(self, name: str) -> None:
@@ -118,10 +106,8 @@ class LabelController:
                 log.info("node %s labels %s", name, patch)
             except Exception as error:  # retried: the node stays dirty until a patch lands
                 log.warning("patching labels of node %s failed: %s", name, error)
-                with self._wake:
-                    heapq.heappush(self._timers, (now + 1.0, name))
+                self._schedule(name, now + 1.0)
                 return
         due = next_change(trust, now, snapshot.skew)
         if due is not None:
-            with self._wake:
-                heapq.heappush(self._timers, (due, name))
+            self._schedule(name, due)

@@ -12,9 +12,7 @@ exact); only the leader writes and evicts.
 
 from __future__ import annotations
 
-import heapq
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -24,6 +22,7 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
 
 from controller.labels import next_change
+from controller.loop import WorkLoop
 from trustgate.cluster.cache import ClusterCache
 from trustgate.cluster.pods import BoundPods
 from trustgate.core.node import NodeTrust
@@ -62,7 +61,7 @@ def node_is_trusted(trust: NodeTrust, now: float, skew: float) -> bool:
     return trust.failure_at(now, skew) is None and trust.trusted_levels >= ALL_LEVELS
 
 
-class PodTrustController:
+class PodTrustController(WorkLoop[str]):
     def __init__(
         self,
         cache: ClusterCache,
@@ -73,16 +72,13 @@ class PodTrustController:
         max_results: int = DEFAULT_MAX_RESULTS,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__()
         self.cache, self.pods, self.reports, self.evictions = cache, pods, reports, evictions
         self.max_results, self.clock = max_results, clock
-        self.leading = threading.Event()
-        self._wake = threading.Condition()
-        self._stopping = threading.Event()
         self._dirty: dict[str, float] = {}  # namespace -> when the first unhandled change was seen
         self._dirty_nodes: set[str] = set()
         self._all_dirty_since: float | None = None
         self._snapshot_changed = False
-        self._timers: list[tuple[float, str]] = []
         self._state: dict[str, dict[tuple[str, str], Entry]] = {}
         self._required: dict[str, dict[tuple[str, str], Required]] = {}  # namespace -> each pod's, kept
         self._written: dict[str, str | None] | None = None  # None: not read from the API server yet
@@ -136,15 +132,9 @@ class PodTrustController:
     def stop_leading(self) -> None:
         self.leading.clear()
 
-    def stop(self) -> None:
-        self._stopping.set()
-        with self._wake:
-            self._wake.notify()
-
     def run(self) -> None:
-        while not (self.cache.wait_synced(1.0) and self.pods.wait_synced(1.0)):
-            if self._stopping.is_set():
-                return
+        if not self.wait_synced(self.cache, self.pods):
+            return
         self._mark_all()
         while not self._stopping.is_set():
             work = self._next_work()
@@ -178,12 +168,12 @@ class PodTrustController:
 
     def _mark(self, namespaces: Iterable[str], retry: bool = False) -> None:
         now = time.monotonic()
+        if retry:
+            self._schedule("namespace:" + ",".join(namespaces), self.clock() + RETRY_SECONDS)
+            return
         with self._wake:
-            if retry:
-                heapq.heappush(self._timers, (self.clock() + RETRY_SECONDS, "namespace:" + ",".join(namespaces)))
-            else:
-                for namespace in namespaces:
-                    self._dirty.setdefault(namespace, now)
+            for namespace in namespaces:
+                self._dirty.setdefault(namespace, now)
             self._wake.notify()
 
     def _mark_all(self) -> None:
@@ -196,8 +186,7 @@ class PodTrustController:
         with self._wake:
             while not self._stopping.is_set():
                 now = self.clock()
-                while self._timers and self._timers[0][0] <= now:
-                    due, what = heapq.heappop(self._timers)
+                for due, what in self._due(now):
                     late = time.monotonic() - max(0.0, now - due)  # when it was due, on the monotonic clock
                     kind, _, names = what.partition(":")
                     if kind == "node":
@@ -220,8 +209,7 @@ class PodTrustController:
                     work = (self._dirty, self._dirty_nodes)
                     self._dirty, self._dirty_nodes = {}, set()
                     return work
-                timeout = self._timers[0][0] - now if self._timers else None
-                self._wake.wait(timeout)
+                self._wait(now)
             return None
 
     def _policies_changed(self) -> bool:
@@ -263,11 +251,6 @@ class PodTrustController:
             due = next_change(trust, now, snapshot.skew) if trust is not None else None
             if due is not None:
                 self._schedule(f"node:{name}", due)
-
-    def _schedule(self, what: str, due: float) -> None:
-        with self._wake:
-            heapq.heappush(self._timers, (due, what))
-            self._wake.notify()
 
     def _judge_namespace(self, snapshot: Snapshot, namespace: str, now: float) -> None:
         before = self._state.get(namespace, {})

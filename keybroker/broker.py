@@ -22,8 +22,6 @@ and every refusal is one audit record (the same sinks as admission refusals).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import logging
 import secrets
@@ -39,7 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from attestation import tpm
 from attestation.authority import Requester
 from keybroker.store import KeyStore, KeyStoreError
-from keybroker.wrapping import Envelope, WrappingError, binding, open_sealed, wrap
+from keybroker.wrapping import Envelope, WrappingError, binding, open_sealed, unb64, wrap
 from trustgate.audit.record import DECISION_REJECTED, OPERATION_KEY_RELEASE, AuditRecord, format_rfc3339
 from trustgate.audit.sinks import AuditLog
 from trustgate.core.reasons import Code, Reason
@@ -278,13 +276,7 @@ def parse_release(body: Mapping[str, Any]) -> ReleaseRequest:
     """A `ReleaseRequest` from its JSON form (binary fields base64); `ValueError` with the member at fault."""
 
     def raw(name: str) -> bytes:
-        value = body.get(name)
-        if not isinstance(value, str):
-            raise ValueError(f"field {name} must be a base64 string")
-        try:
-            return base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError(f"field {name} is not base64") from None
+        return unb64(body.get(name), f"field {name}", ValueError)
 
     pcrs = body.get("pcrs")
     if not isinstance(pcrs, dict) or len(pcrs) > 24:

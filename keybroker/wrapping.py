@@ -49,13 +49,14 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _unb64(value: Any, what: str) -> bytes:
+def unb64(value: Any, what: str, error: type[Exception] = WrappingError) -> bytes:
+    """The bytes of a base64 member of a JSON document; `error` (naming `what`) when it is none."""
     if not isinstance(value, str):
-        raise WrappingError(f"{what} must be a base64 string")
+        raise error(f"{what} must be a base64 string")
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise WrappingError(f"{what} is not base64") from None
+        raise error(f"{what} is not base64") from None
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,8 @@ class Envelope:
             kid=document["kid"],
             image=document["image"],
             layer=document["layer"],
-            iv=_unb64(document.get("iv"), "wrapped key iv"),
-            ciphertext=_unb64(document.get("ct"), "wrapped key ciphertext"),
+            iv=unb64(document.get("iv"), "wrapped key iv"),
+            ciphertext=unb64(document.get("ct"), "wrapped key ciphertext"),
         )
 
 
@@ -156,7 +157,7 @@ def wrap(secret: bytes, session_public: bytes, bound: bytes) -> dict[str, str]:
 def unwrap(wrapped: Any, session: X25519PrivateKey, bound: bytes) -> bytes:
     if not isinstance(wrapped, dict):
         raise WrappingError("the released key is not an object")
-    ephemeral_public = _unb64(wrapped.get("epk"), "released key epk")
+    ephemeral_public = unb64(wrapped.get("epk"), "released key epk")
     try:
         peer = X25519PublicKey.from_public_bytes(ephemeral_public)
     except ValueError:
@@ -164,6 +165,6 @@ def unwrap(wrapped: Any, session: X25519PrivateKey, bound: bytes) -> bytes:
     session_public = session.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     key = _session_key(session.exchange(peer), bound, ephemeral_public, session_public)
     try:
-        return AESGCM(key).decrypt(_unb64(wrapped.get("iv"), "released key iv"), _unb64(wrapped.get("ct"), "ct"), bound)
+        return AESGCM(key).decrypt(unb64(wrapped.get("iv"), "released key iv"), unb64(wrapped.get("ct"), "ct"), bound)
     except (InvalidTag, ValueError):
         raise WrappingError("the released key does not open with this session's key") from None

@@ -21,24 +21,20 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agent.agent import AuthorityRefused, AuthorityUnavailable, HttpTransport
-from agent.tpm2 import Tpm2Tools, TpmCommandError
+from agent.agent import AuthorityRefused, AuthorityUnavailable
+from agent.settings import NodeClientSettings
+from agent.tpm2 import TpmCommandError
 from keybroker.wrapping import WrappingError
 from keyprovider.client import BrokerClient
 from keyprovider.protocol import UNWRAP, ProtocolError, UnwrapRequest, parse, unwrap_result
-from trustgate.settings import ConfigError, Settings, option
+from trustgate.settings import ConfigError, option
 
 PROG = "trustgate-keyprovider"
 
 
 @dataclass(frozen=True)
-class KeyProviderSettings(Settings):
+class KeyProviderSettings(NodeClientSettings):
     broker: str | None = option("https://host:port of the key broker (the attestation authority)")
-    ca: str | None = option("CA bundle that signed the broker's certificate")
-    client_cert: str | None = option("this node's client certificate (the kubelet's), PEM")
-    client_key: str | None = option("its private key, PEM; default: in the --client-cert file")
-    tcti: str = option("how tpm2-tools reach the TPM", "device:/dev/tpmrm0")
-    state_dir: str = option("the trust agent's state directory (its attestation key)", "/var/lib/trustgate-agent")
     timeout: float = option("seconds to wait for the broker", 15.0, parse=float)
 
     def check(self) -> None:
@@ -46,11 +42,8 @@ class KeyProviderSettings(Settings):
             raise ConfigError("--broker and --client-cert (or TRUSTGATE_BROKER, TRUSTGATE_CLIENT_CERT) are required")
 
     def client(self) -> BrokerClient:
-        assert self.broker is not None and self.client_cert is not None  # checked
-        transport = HttpTransport(
-            self.broker, self.ca, (self.client_cert, self.client_key or self.client_cert), timeout=self.timeout
-        )
-        return BrokerClient(transport, Tpm2Tools(self.tcti, self.state_dir))
+        assert self.broker is not None  # checked
+        return BrokerClient(self.https(self.broker, self.timeout), self.tpm())
 
 
 def _fail(message: str, code: int = 1) -> int:
