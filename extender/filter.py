@@ -79,19 +79,11 @@ def filter_nodes(
     would fail open. kube-scheduler retries the pod (`ignorable: false`). `index` carries per-node
     facts from one request to the next (a fresh one is used when None).
     """
-    if not snapshot.synced:
-        return FilterOutcome(error=NOT_SYNCED)
-    try:
-        requirement = requirement_of(snapshot, pod)
-    except PolicyError as error:
-        return FilterOutcome(
-            error=Reason(Code.POLICY_INVALID, f"cannot determine the pod's trust requirement: {error}")
-        )
-    except UnknownNamespace as error:
-        return FilterOutcome(error=_unknown_namespace(error))
-    if requirement is None:
+    judge = _judge_for(snapshot, pod, now, index, "cannot determine the pod's trust requirement")
+    if judge is None:
         return FilterOutcome(passed=candidates)  # fast path: untouched
-    judge = Judge(snapshot, requirement, now, index if index is not None else NodeIndex())
+    if not isinstance(judge, Judge):
+        return FilterOutcome(error=judge)
     passed: list[Any] = []
     failed: dict[str, Blocking] = {}
     keep = passed.append
@@ -127,17 +119,9 @@ def prioritize_nodes(
     (`scores`).
     """
     names = candidates if by_name else [_name_of(obj) for obj in candidates]
-    if not snapshot.synced:
-        return PrioritizeOutcome(names, [0] * len(names), error=NOT_SYNCED)
-    try:
-        requirement = requirement_of(snapshot, pod)
-    except PolicyError as error:
-        return PrioritizeOutcome(names, [0] * len(names), error=Reason(Code.POLICY_INVALID, f"malformed pod: {error}"))
-    except UnknownNamespace as error:
-        return PrioritizeOutcome(names, [0] * len(names), error=_unknown_namespace(error))
-    if requirement is None:
-        return PrioritizeOutcome(names, [0] * len(names))
-    judge = Judge(snapshot, requirement, now, index if index is not None else NodeIndex())
+    judge = _judge_for(snapshot, pod, now, index, "malformed pod")
+    if not isinstance(judge, Judge):  # no trust needed (None), or no decision (the Reason)
+        return PrioritizeOutcome(names, [0] * len(names), error=judge)
     expiries: list[float]
     if by_name:
         expiries = judge.expiries(candidates)
@@ -200,6 +184,26 @@ def least_expiry(score: int, now: float, longest: float, steps: int = 64) -> flo
             if score_at(exp, now, longest) >= score:
                 return exp
     return None
+
+
+def _judge_for(
+    snapshot: Snapshot, pod: Mapping[str, Any], now: float, index: NodeIndex | None, malformed: str
+) -> Judge | Reason | None:
+    """The `Judge` of the pod's requirement at `now` (over a fresh `NodeIndex` when `index` is None),
+    shared by /filter and /prioritize; None when the pod needs no trust; the `Reason` no decision can
+    be made for: an unsynced snapshot, a malformed pod (its error after `malformed`), a namespace the
+    cache has not seen yet."""
+    if not snapshot.synced:
+        return NOT_SYNCED
+    try:
+        requirement = requirement_of(snapshot, pod)
+    except PolicyError as error:
+        return Reason(Code.POLICY_INVALID, f"{malformed}: {error}")
+    except UnknownNamespace as error:
+        return _unknown_namespace(error)
+    if requirement is None:
+        return None
+    return Judge(snapshot, requirement, now, index if index is not None else NodeIndex())
 
 
 def _unknown_namespace(error: UnknownNamespace) -> Reason:

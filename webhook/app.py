@@ -7,8 +7,10 @@ the cluster cache and the audit log (see `trustgate.serving.server` for the serv
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, request
@@ -124,64 +126,68 @@ def create_app(
         log.warning("invalid admission request: %s", message)
         return answer(bad_request_body(message), 400)
 
-    @app.post("/validate")
-    def validate() -> Response:
-        started = time.perf_counter()
-        try:
+    def reviewed(handle: Callable[[AdmissionRequest], Response]) -> Callable[[], Response]:
+        """A view answering `handle(review)` for the request's AdmissionReview, or 400 when it cannot be
+        decoded; either way timed from before the body is read."""
+
+        @functools.wraps(handle)
+        def view() -> Response:
+            started = time.perf_counter()
             try:
-                review = decode_review(request.get_data(cache=False))
-            except ReviewError as error:
-                return bad_request(str(error))
-            decision = _decide_safely(cluster, review)
+                try:
+                    review = decode_review(request.get_data(cache=False))
+                except ReviewError as error:
+                    return bad_request(str(error))
+                return handle(review)
+            finally:
+                metrics.latency.observe(time.perf_counter() - started)
+
+        return view
+
+    @app.post("/validate")
+    @reviewed
+    def validate(review: AdmissionRequest) -> Response:
+        decision = _decide_safely(cluster, review)
+        if decision.violation is not None:
+            decision = _account(metrics, audit, review, decision, refuse_unrecorded)
+        metrics.count(review.operation, review.resource_path, decision.outcome)
+        return answer(
+            encode_response(
+                review.uid,
+                decision.allowed,
+                code=decision.code,
+                message=decision.message,
+                warnings=decision.warnings,
+                annotations=_annotations(review, decision),
+            )
+        )
+
+    @app.post("/mutate")
+    @reviewed
+    def mutate(review: AdmissionRequest) -> Response:
+        """Marks the trust-requiring pods being created (see webhook.mark)."""
+        try:
+            marking = mark(cluster.snapshot(), review, cluster)
+        except Exception as error:
+            log.exception("cannot mark admission request %s", review.uid)
+            reason = Reason(Code.INTERNAL, f"internal error marking {review.resource_path}: {type(error).__name__}")
+            marking = Marking(refusal=refuse(reason, 500, review.namespace, review.name))
+        if marking.refusal is not None:
+            decision = marking.refusal
+            metrics.count(review.operation, review.resource_path, decision.outcome)
             if decision.violation is not None:
                 decision = _account(metrics, audit, review, decision, refuse_unrecorded)
-            metrics.count(review.operation, review.resource_path, decision.outcome)
             return answer(
                 encode_response(
                     review.uid,
-                    decision.allowed,
+                    False,
                     code=decision.code,
                     message=decision.message,
-                    warnings=decision.warnings,
                     annotations=_annotations(review, decision),
                 )
             )
-        finally:
-            metrics.latency.observe(time.perf_counter() - started)
-
-    @app.post("/mutate")
-    def mutate() -> Response:
-        """Marks the trust-requiring pods being created (see webhook.mark)."""
-        started = time.perf_counter()
-        try:
-            try:
-                review = decode_review(request.get_data(cache=False))
-            except ReviewError as error:
-                return bad_request(str(error))
-            try:
-                marking = mark(cluster.snapshot(), review, cluster)
-            except Exception as error:
-                log.exception("cannot mark admission request %s", review.uid)
-                reason = Reason(Code.INTERNAL, f"internal error marking {review.resource_path}: {type(error).__name__}")
-                marking = Marking(refusal=refuse(reason, 500, review.namespace, review.name))
-            if marking.refusal is not None:
-                decision = marking.refusal
-                metrics.count(review.operation, review.resource_path, decision.outcome)
-                if decision.violation is not None:
-                    decision = _account(metrics, audit, review, decision, refuse_unrecorded)
-                return answer(
-                    encode_response(
-                        review.uid,
-                        False,
-                        code=decision.code,
-                        message=decision.message,
-                        annotations=_annotations(review, decision),
-                    )
-                )
-            metrics.marks.labels("marked" if marking.patch else "unchanged").inc()
-            return answer(encode_response(review.uid, True, patch=marking.patch))
-        finally:
-            metrics.latency.observe(time.perf_counter() - started)
+        metrics.marks.labels("marked" if marking.patch else "unchanged").inc()
+        return answer(encode_response(review.uid, True, patch=marking.patch))
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:

@@ -134,6 +134,14 @@ class _View:
     def forms_text(self) -> str:
         return "\n".join(name + suffix for name in self.names for suffix in self.suffixes)
 
+    def names_for(self, host: str | None, needle: str, forms: bool) -> tuple[str, ...]:
+        """The names a pattern's glob runs over here: with a `host`, the paths when the image is on
+        that registry; without, every spelling, unless the glob's `needle` is in none of them (or, for
+        `forms`, in none of the written forms). Empty when the glob cannot match."""
+        if host is None:
+            return self.names if needle in (self.forms_text if forms else self.names_text) else ()
+        return self.paths if host == self.reference.domain else ()
+
 
 @dataclass(frozen=True, slots=True)
 class _Image:
@@ -241,13 +249,8 @@ class _Reading:
     needle: str = ""  # text that every name `name` matches contains
 
     def matches(self, view: _View) -> bool:
-        if self.host is None:
-            if self.needle not in view.names_text:
-                return False
-            names = view.names
-        elif self.host == view.reference.domain:
-            names = view.paths
-        else:
+        names = view.names_for(self.host, self.needle, forms=False)
+        if not names:
             return False
         reference = view.reference
         if self.digest is not None:  # a tag without a digest may point at the pattern's digest
@@ -270,15 +273,7 @@ class _Text:
     needle: str = ""  # text that every form `glob` matches contains
 
     def matches(self, view: _View) -> bool:
-        if self.host is None:
-            if self.needle not in view.forms_text:
-                return False
-            names = view.names
-        elif self.host == view.reference.domain:
-            names = view.paths
-        else:
-            return False
-        for name in names:
+        for name in view.names_for(self.host, self.needle, forms=True):
             for suffix in view.suffixes:
                 if self.glob(name + suffix):
                     return True

@@ -242,6 +242,19 @@ class Source:
     on_trust_lost: OnTrustLost = OnTrustLost.REPORT  # a pod's own node constraints only ever report
 
 
+def policy_source(policy: TrustPolicy) -> Source:
+    """A TrustPolicy as a source of a requirement: what it requires, how it enforces it, and its error
+    when it is malformed. A pod's requirement and an image key's are made of the same sources."""
+    return Source(
+        name=f"TrustPolicy {policy.name}",
+        enforcement=policy.enforcement,
+        levels=policy.required_levels,
+        asset_tags=policy.required_asset_tags,
+        policy_error=policy.error,
+        on_trust_lost=policy.on_trust_lost,
+    )
+
+
 @dataclass(frozen=True)
 class TrustRequirement:
     sources: tuple[Source, ...]
@@ -266,17 +279,7 @@ def requirement_for(
     uses_trust = any(_demands_trust(r) for r in pod.constraints.requirements())
     if not selected and not uses_trust:
         return None
-    sources = [
-        Source(
-            name=f"TrustPolicy {p.name}",
-            enforcement=p.enforcement,
-            levels=p.required_levels,
-            asset_tags=p.required_asset_tags,
-            policy_error=p.error,
-            on_trust_lost=p.on_trust_lost,
-        )
-        for p in selected
-    ]
+    sources = [policy_source(p) for p in selected]
     if uses_trust:
         # Only an Enforce policy narrows what the pod's own selectors enforce: a Warn or Audit policy adds
         # warnings and records and never removes a check.

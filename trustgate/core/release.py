@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from trustgate.core.node import NodeTrust
-from trustgate.core.policy import Enforcement, Source, TrustPolicy, TrustRequirement, Verdict, evaluate
+from trustgate.core.policy import Enforcement, TrustPolicy, TrustRequirement, Verdict, evaluate, policy_source
 from trustgate.core.reasons import Code, Reason
 
 
@@ -76,17 +76,7 @@ def covering_policies(image: str, policies: Sequence[TrustPolicy]) -> tuple[Trus
 
 
 def image_requirement(covering: Sequence[TrustPolicy]) -> TrustRequirement:
-    sources = tuple(
-        Source(
-            name=f"TrustPolicy {p.name}",
-            enforcement=p.enforcement,
-            levels=p.required_levels,
-            asset_tags=p.required_asset_tags,
-            policy_error=p.error,
-        )
-        for p in covering
-    )
-    return TrustRequirement(sources=sources, constraints=None)
+    return TrustRequirement(sources=tuple(policy_source(p) for p in covering), constraints=None)
 
 
 def _strictest(covering: Sequence[TrustPolicy]) -> Enforcement | None:
@@ -138,21 +128,13 @@ def decide(
             Reason(Code.NOT_COVERED, f"no TrustPolicy covers image {record.image}: its key is released to no node")
         )
     verdict: Verdict = evaluate(image_requirement(covering), node, now, skew)
-    blocked = verdict.reasons(verdict.enforced_failures)
-    if blocked:
-        return ReleaseDecision(
-            node=request.node,
-            kid=record.kid,
-            image=record.image,
-            policies=tuple(p.name for p in covering),
-            enforcement=_strictest(covering),
-            reasons=tuple(blocked),
-        )
+    blocked = tuple(verdict.reasons(verdict.enforced_failures))
     return ReleaseDecision(
         node=request.node,
         kid=record.kid,
         image=record.image,
         policies=tuple(p.name for p in covering),
         enforcement=_strictest(covering),
-        violations=tuple(verdict.reasons()),
+        reasons=blocked,
+        violations=() if blocked else tuple(verdict.reasons()),  # a refusal records no violation
     )

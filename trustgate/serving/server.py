@@ -236,19 +236,10 @@ class FactoryApplication(BaseApplication):
         return self.factory()
 
 
-def serve(
-    factory: Callable[[], Any],
-    bind: str,
-    certfile: str,
-    keyfile: str,
-    client_ca: str | None = None,
-    workers: int = 1,
-    threads: int = 4,
-    **overrides: Any,
-) -> None:
-    """Run gunicorn over TLS until it is stopped (SIGTERM: graceful)."""
-    settings = gunicorn_settings(bind, certfile, keyfile, client_ca, workers, threads, **overrides)
-    FactoryApplication(factory, settings).run()
+def serve(factory: Callable[[], Any], **options: Any) -> None:
+    """Run gunicorn over TLS until it is stopped (SIGTERM: graceful). `options` are `gunicorn_settings`'s
+    (`bind`, `certfile`, `keyfile`, `client_ca`, `workers`, `threads`, and any other gunicorn setting)."""
+    FactoryApplication(factory, gunicorn_settings(**options)).run()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
