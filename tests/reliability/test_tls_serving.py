@@ -249,16 +249,21 @@ class Load:
     failures: list[str] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
 
+    @staticmethod
+    def served_serial(connection: http.client.HTTPSConnection) -> int:
+        """GET /healthz over `connection`; the serial of the certificate that answered it."""
+        connection.request("GET", "/healthz")
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 200, response.status
+        assert isinstance(connection.sock, ssl.SSLSocket)
+        return peer_serial(connection.sock)
+
     def keep_alive(self) -> None:
         connection = self.server.connection(self.context)
         while not self.stopping.is_set():
             try:
-                connection.request("GET", "/healthz")
-                response = connection.getresponse()
-                response.read()
-                assert response.status == 200, response.status
-                assert isinstance(connection.sock, ssl.SSLSocket)
-                self.kept.append(peer_serial(connection.sock))
+                self.kept.append(self.served_serial(connection))
             except Exception as error:  # every failure counts
                 self.failures.append(f"keep-alive: {error!r}")
                 connection.close()
@@ -268,12 +273,7 @@ class Load:
             started = time.monotonic()
             connection = self.server.connection(self.context)
             try:
-                connection.request("GET", "/healthz")
-                response = connection.getresponse()
-                response.read()
-                assert response.status == 200, response.status
-                assert isinstance(connection.sock, ssl.SSLSocket)
-                self.fresh.append((started, peer_serial(connection.sock)))
+                self.fresh.append((started, self.served_serial(connection)))
             except Exception as error:  # every failure counts
                 self.failures.append(f"new connection: {error!r}")
             finally:
