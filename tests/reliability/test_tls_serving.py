@@ -294,6 +294,13 @@ class Load:
     def seen_after(self, moment: float) -> set[int]:
         return {serial for started, serial in list(self.fresh) if started > moment}
 
+    def wait_served(self, serial: int, moment: float, failure: str) -> None:
+        """Until a connection opened after `moment` has seen `serial`; fails with `failure` 5 s after `moment`."""
+        deadline = moment + 5
+        while serial not in self.seen_after(moment):
+            assert time.monotonic() < deadline, failure
+            time.sleep(0.02)
+
 
 def test_the_serving_certificate_is_rotated_under_load_without_a_failed_request(pki: Pki, tmp_path: Path) -> None:
     mount = Mount(tmp_path / "secret", pki.server)
@@ -308,10 +315,7 @@ def test_the_serving_certificate_is_rotated_under_load_without_a_failed_request(
             mount.swap(leaf)
             rotated = time.monotonic()
             rotations.append((rotated, leaf.serial))
-            deadline = rotated + 5
-            while leaf.serial not in load.seen_after(rotated):
-                assert time.monotonic() < deadline, "no new connection saw the rotated certificate"
-                time.sleep(0.02)
+            load.wait_served(leaf.serial, rotated, "no new connection saw the rotated certificate")
             time.sleep(1.0)
     assert not load.failures, load.failures[:5]
     for rotated, serial in rotations:
@@ -340,10 +344,7 @@ def test_a_torn_rotation_fails_no_connection(pki: Pki, tmp_path: Path) -> None:
         time.sleep(0.5)
         key.write_bytes(renewed.key_path.read_bytes())
         completed = time.monotonic()
-        deadline = completed + 5
-        while renewed.serial not in load.seen_after(completed):
-            assert time.monotonic() < deadline, "the renewed certificate was never served"
-            time.sleep(0.02)
+        load.wait_served(renewed.serial, completed, "the renewed certificate was never served")
         time.sleep(0.5)
     assert not load.failures, load.failures[:5]
     assert load.seen_after(completed + 0.1) == {renewed.serial}
