@@ -326,6 +326,18 @@ def run_stack(plan: Plan, selected: set[str], profile_dir: Path | None, results:
     bs = BenchStack(workdir, log=log, service_args={"webhook": webhook_args})
     out = StackResults()
     results["stack"] = out
+
+    def scheduling(nodes: int, pods: int) -> dict[str, Any]:
+        """Every variant compared at `nodes` nodes, pods created concurrently (profiled) and as a backlog."""
+        label = f"{nodes} nodes"
+        return {
+            "nodes": nodes,
+            "stream": _profiled(
+                bs, profile_dir, f"{nodes}", out, lambda: compare(bs, plan.variants, "stream", pods, plan, label)
+            ),
+            "backlog": compare(bs, plan.variants, "backlog", pods, plan, label),
+        }
+
     try:
         started = time.monotonic()
         bs.up()
@@ -357,17 +369,8 @@ def run_stack(plan: Plan, selected: set[str], profile_dir: Path | None, results:
             bs.restart_service("webhook", webhook_args)
 
         if "scheduling" in selected:
-            out.scheduling = {
-                "nodes": plan.nodes,
-                "stream": _profiled(
-                    bs,
-                    profile_dir,
-                    f"{plan.nodes}",
-                    out,
-                    lambda: compare(bs, plan.variants, "stream", plan.pods, plan, f"{plan.nodes} nodes"),
-                ),
-                "backlog": compare(bs, plan.variants, "backlog", plan.pods, plan, f"{plan.nodes} nodes"),
-                "deployment": bs.deployment_run(plan.deployment_replicas),
+            out.scheduling = scheduling(plan.nodes, plan.pods) | {
+                "deployment": bs.deployment_run(plan.deployment_replicas)
             }
             deployment = out.scheduling["deployment"]
             log(
@@ -386,17 +389,7 @@ def run_stack(plan: Plan, selected: set[str], profile_dir: Path | None, results:
                 log(f"memory at {plan.scale_nodes} nodes: {out.memory[str(plan.scale_nodes)]}")
 
         if "scale" in selected:
-            out.scale = {
-                "nodes": plan.scale_nodes,
-                "stream": _profiled(
-                    bs,
-                    profile_dir,
-                    f"{plan.scale_nodes}",
-                    out,
-                    lambda: compare(bs, plan.variants, "stream", plan.scale_pods, plan, f"{plan.scale_nodes} nodes"),
-                ),
-                "backlog": compare(bs, plan.variants, "backlog", plan.scale_pods, plan, f"{plan.scale_nodes} nodes"),
-            }
+            out.scale = scheduling(plan.scale_nodes, plan.scale_pods)
 
         if selected & {"revocation", "memory"}:
             bs.install(INSTALLED)

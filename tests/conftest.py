@@ -21,11 +21,8 @@ def ek_ca(tmp_path_factory: pytest.TempPathFactory) -> LocalCa:
 
 @pytest.fixture(scope="module")
 def swtpm(ek_ca: LocalCa, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftwareTpm]:
-    tpm = SoftwareTpm(tmp_path_factory.mktemp("swtpm"), ek_ca).start()
-    try:
+    with SoftwareTpm(tmp_path_factory.mktemp("swtpm"), ek_ca) as tpm:
         yield tpm
-    finally:
-        tpm.stop()
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterable
 from typing import NoReturn
 
 import pytest
@@ -20,6 +22,18 @@ def unavailable(message: str) -> NoReturn:
     if in_ci():
         pytest.fail(message)
     pytest.skip(message)
+
+
+def require_root(why: str) -> None:
+    if os.geteuid() != 0:
+        unavailable(why)
+
+
+def require_tools(tools: Iterable[str], hint: str) -> None:
+    """Every one of `tools` on PATH; else unavailable, naming the missing ones and `hint`, how to install them."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        unavailable(f"{', '.join(missing)} not installed; {hint}")
 
 
 def require_tpm_tools() -> None:

@@ -127,11 +127,8 @@ def world(swtpm: SoftwareTpm, tools: Tpm2Tools, tmp_path: Path, ek_ca: LocalCa) 
 @pytest.fixture(scope="module")
 def other_swtpm(ek_ca: LocalCa, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftwareTpm]:
     """A second host's TPM, with an EK certificate from the same manufacturer CA."""
-    tpm_ = SoftwareTpm(tmp_path_factory.mktemp("other-swtpm"), ek_ca).start()
-    try:
+    with SoftwareTpm(tmp_path_factory.mktemp("other-swtpm"), ek_ca) as tpm_:
         yield tpm_
-    finally:
-        tpm_.stop()
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ from attestation.ratelimit import RATE_LIMITED, Rate, RegistrationLimiter
 from trustgate import certificates
 from trustgate.serving.identity import ClientIdentity, identity_from_der
 
+from ..clock import Clock
+
 
 def _request(fp: str, at: float, node: str = "n1", uuid: str = "u", requester: str = "r") -> EnrollmentRequest:
     return EnrollmentRequest(node, fp * 64, uuid, requester, at, at)
@@ -63,16 +65,8 @@ def test_static_enrollment_keeps_requests_per_node() -> None:
 # --- registration limits -------------------------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_one_source_is_limited_to_its_burst_then_its_rate() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     limiter = RegistrationLimiter(Rate(3, 0.5), Rate(100, 100), clock=clock)
     assert [limiter.admit("10.0.0.1") for _ in range(3)] == [None] * 3
     refusal = limiter.admit("10.0.0.1")
@@ -84,7 +78,7 @@ def test_one_source_is_limited_to_its_burst_then_its_rate() -> None:
 
 
 def test_all_sources_together_are_limited_and_a_refusal_takes_nothing() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     limiter = RegistrationLimiter(Rate(2, 1), Rate(4, 1), clock=clock)
     before = RATE_LIMITED.labels("total")._value.get()
     admitted = [limiter.admit(f"10.0.0.{i}") is None for i in range(6)]
@@ -97,7 +91,7 @@ def test_all_sources_together_are_limited_and_a_refusal_takes_nothing() -> None:
 
 
 def test_the_source_table_is_bounded() -> None:
-    limiter = RegistrationLimiter(Rate(1, 0.001), Rate(10_000, 1), max_sources=3, clock=Clock())
+    limiter = RegistrationLimiter(Rate(1, 0.001), Rate(10_000, 1), max_sources=3, clock=Clock(1000.0))
     for i in range(10):
         limiter.admit(f"10.0.0.{i}")
     assert len(limiter._sources) == 3

@@ -35,6 +35,8 @@ from trustgate import certificates
 from trustgate.core.keys import generate_private_key
 from trustgate.core.report import LEVELS, decode_unverified
 
+from ..kubeconfig import write_unreachable_kubeconfig
+
 NODE = "worker-1"
 OTHER = "worker-2"
 FLOOD_SOURCE = "127.0.0.2"  # its own per-source bucket: the flood does not touch the agents' (127.0.0.1)
@@ -135,18 +137,7 @@ def server(swtpm: SoftwareTpm, ek_ca: LocalCa, tmp_path_factory: pytest.TempPath
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     ek_ca.write_bundle(work / "ek-ca.pem")
-    (work / "kubeconfig").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "none", "cluster": {"server": "https://127.0.0.1:9"}}],
-                "users": [{"name": "none", "user": {"token": "unused"}}],
-                "contexts": [{"name": "none", "context": {"cluster": "none", "user": "none"}}],
-                "current-context": "none",
-            }
-        )
-    )
+    write_unreachable_kubeconfig(work / "kubeconfig", "https://127.0.0.1:9")
     published = work / "published"
     published.mkdir()
     port = free_port_pair()

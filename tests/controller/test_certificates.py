@@ -10,6 +10,8 @@ from cryptography import x509
 from controller.certificates import Certificates, Served, service_names
 from trustgate.certificates import load
 
+from ..clock import Clock
+
 T0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 WEBHOOK = Served("trustgate-webhook-tls", service_names("trustgate-webhook", "trustgate-system"))
 
@@ -31,15 +33,7 @@ class Store:
         self.config_maps[name] = dict(data)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
-def certificates(store: Store, clock: Clock, bundles: list[str] | None = None) -> Certificates:
+def certificates(store: Store, clock: Clock[dt.datetime], bundles: list[str] | None = None) -> Certificates:
     return Certificates(
         store,
         [WEBHOOK],
@@ -55,7 +49,7 @@ def leaf(store: Store) -> x509.Certificate:
 
 
 def test_a_ca_and_a_serving_certificate_for_the_services_names_are_issued_when_missing() -> None:
-    store, clock = Store(), Clock()
+    store, clock = Store(), Clock(T0)
     due = certificates(store, clock).reconcile()
     cert = leaf(store)
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
@@ -65,7 +59,7 @@ def test_a_ca_and_a_serving_certificate_for_the_services_names_are_issued_when_m
 
 
 def test_nothing_is_written_while_everything_is_current() -> None:
-    store, clock = Store(), Clock()
+    store, clock = Store(), Clock(T0)
     manager = certificates(store, clock)
     manager.reconcile()
     writes = store.writes
@@ -75,7 +69,7 @@ def test_nothing_is_written_while_everything_is_current() -> None:
 
 
 def test_a_serving_certificate_is_renewed_a_third_of_its_lifetime_before_it_expires() -> None:
-    store, clock = Store(), Clock()
+    store, clock = Store(), Clock(T0)
     manager = certificates(store, clock)
     manager.reconcile()
     first = leaf(store)
@@ -87,7 +81,7 @@ def test_a_serving_certificate_is_renewed_a_third_of_its_lifetime_before_it_expi
 
 def test_a_lifetime_of_minutes_is_renewed_a_third_before_expiry_despite_the_backdated_start() -> None:
     """notBefore is backdated 5 minutes for clock skew: a 150-second certificate must not count as 450 s long."""
-    store, clock = Store(), Clock()
+    store, clock = Store(), Clock(T0)
     manager = Certificates(store, [WEBHOOK], leaf_lifetime=dt.timedelta(seconds=150), clock=clock)
     due = manager.reconcile()
     first = leaf(store)
@@ -103,7 +97,7 @@ def test_a_lifetime_of_minutes_is_renewed_a_third_before_expiry_despite_the_back
 
 def test_a_certificate_valid_longer_than_the_configured_lifetime_is_reissued_at_once() -> None:
     """The chart issues whole days at install; with a shorter lifetime the controller replaces them at start."""
-    store, clock = Store(), Clock()
+    store, clock = Store(), Clock(T0)
     Certificates(store, [WEBHOOK], leaf_lifetime=dt.timedelta(days=1), clock=clock).reconcile()
     installed = leaf(store)
     ca = store.secrets["trustgate-ca"]["tls.crt"]
@@ -115,7 +109,7 @@ def test_a_certificate_valid_longer_than_the_configured_lifetime_is_reissued_at_
 
 
 def test_a_ca_rotation_keeps_the_previous_ca_trusted_and_the_old_leaf_until_it_is_due() -> None:
-    store, clock, bundles = Store(), Clock(), []
+    store, clock, bundles = Store(), Clock(T0), []
     manager = certificates(store, clock, bundles)
     manager.reconcile()
     old_ca = store.secrets["trustgate-ca"]["tls.crt"]
@@ -129,7 +123,7 @@ def test_a_ca_rotation_keeps_the_previous_ca_trusted_and_the_old_leaf_until_it_i
 
 
 def test_a_serving_certificate_signed_by_another_ca_is_replaced() -> None:
-    store, clock = Store(), Clock()
+    store, clock = Store(), Clock(T0)
     certificates(store, clock).reconcile()
     foreign = Store()
     certificates(foreign, clock).reconcile()

@@ -9,15 +9,10 @@ import pytest
 from devkit.devstack import DevStack
 
 from ..prerequisites import require_helm
-from .harness import binaries
+from .harness import binaries, running
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     require_helm()  # the stack installs what the chart renders
-    dev = DevStack(tmp_path_factory.mktemp("stack"), bin_dir=binaries())
-    try:
-        dev.up()
-        yield dev
-    finally:
-        dev.down()
+    yield from running(DevStack(tmp_path_factory.mktemp("stack"), bin_dir=binaries()))

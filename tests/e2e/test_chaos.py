@@ -64,7 +64,7 @@ from devkit.factories import trust_policy
 from devkit.fleet import BAD_SIGNATURE, COPIED, EXPIRED, LEVEL_FAILS, REBOOTED, VALID, Fleet, Host
 from devkit.waiting import eventually
 
-from .harness import binaries
+from .harness import binaries, running
 
 pytestmark = pytest.mark.e2e
 
@@ -97,12 +97,7 @@ class ChaosStack(DevStack):
 
 @pytest.fixture(scope="module")
 def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosStack]:
-    stack = ChaosStack(tmp_path_factory.mktemp("chaos"), bin_dir=binaries())
-    try:
-        stack.up()
-        yield stack
-    finally:
-        stack.down()
+    yield from running(ChaosStack(tmp_path_factory.mktemp("chaos"), bin_dir=binaries()))
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from devkit.waiting import eventually
 from trustgate.core.reasons import Code
 
 from ..prerequisites import in_ci, require_tpm_tools, unavailable
-from .harness import binaries, node_kit, require_host
+from .harness import binaries, node_kit, require_host, tear_down
 
 pytestmark = pytest.mark.e2e
 
@@ -85,13 +85,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EncryptedImages]
         cluster.encrypt(TENANT_PLAIN, TENANT, TENANT_POLICY)
         yield cluster
     finally:
-        errors = []
-        try:
-            cluster.down()
-        except Exception as error:
-            errors.append(str(error))
-        left = leftovers(cluster.stack.net, cluster.names, kit, work / "cluster")
-        assert not errors and not left, f"teardown errors: {errors}; left on the host: {left}"
+        tear_down(cluster.down, lambda: leftovers(cluster.stack.net, cluster.names, kit, work / "cluster"))
 
 
 def _all(value: bool) -> dict[str, bool]:

@@ -34,7 +34,7 @@ from devkit.nodes.procs import tail
 from devkit.nodes.stack import NodeStack
 from devkit.waiting import eventually
 
-from .harness import binaries, node_kit, require_host
+from .harness import binaries, node_kit, require_host, tear_down
 
 pytestmark = pytest.mark.e2e
 
@@ -83,21 +83,18 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
     def api_only_node(cp: ControlPlane) -> None:
         cp.create_node(API_ONLY, str(uuid.uuid4()), str(uuid.uuid4()))
 
-    try:
-        yield RealCluster(stack.up(after_control_plane=api_only_node), kit)
-    finally:
-        errors = []
-        try:
-            stack.down()
-        except Exception as e:
-            errors.append(str(e))
-        left = leftovers(stack.net, NODES, kit, work)
-        left += [
+    def left_on_the_host() -> list[str]:
+        found = leftovers(stack.net, NODES, kit, work)
+        return found + [
             f"sysctl {k} = {v} (was {sysctls_before[k]})"
             for k, v in host_sysctls(sysctls_before).items()
             if v != sysctls_before[k]
         ]
-        assert not errors and not left, f"teardown errors: {errors}; left on the host: {left}"
+
+    try:
+        yield RealCluster(stack.up(after_control_plane=api_only_node), kit)
+    finally:
+        tear_down(stack.down, left_on_the_host)
 
 
 def explain(real: RealCluster, pod_name: str) -> str:

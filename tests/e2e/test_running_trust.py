@@ -24,6 +24,7 @@ import pytest
 from kubernetes import client as k8s
 from prometheus_client.parser import text_string_to_metric_families
 
+from devkit import workloads
 from devkit.devstack import ISSUER, DevStack
 from devkit.fleet import LEVEL_FAILS, VALID, Fleet, Host
 from devkit.waiting import eventually
@@ -31,7 +32,7 @@ from trustgate.audit.reader import read_records
 from trustgate.core.policyreport import REPORT_NAME
 from trustgate.core.report import decode_unverified
 
-from .harness import binaries, node_kit, require_host
+from .harness import binaries, node_kit, require_host, running
 
 pytestmark = pytest.mark.e2e
 
@@ -46,11 +47,7 @@ def real_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     require_host()
     kit = node_kit()
     stack = DevStack(tmp_path_factory.mktemp("running-trust"), bin_dir=binaries(), real_nodes=NODES, kit=kit)
-    try:
-        stack.up()
-        yield stack
-    finally:
-        stack.down()
+    yield from running(stack)
 
 
 @pytest.fixture(scope="module")
@@ -82,30 +79,10 @@ def policy(name: str, app: str, on_trust_lost: str) -> dict[str, Any]:
 
 
 def deployment(stack: DevStack, app: str, replicas: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": app, "namespace": NAMESPACE},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": app}},
-            "template": {
-                "metadata": {"labels": {"app": app}},
-                "spec": {
-                    "terminationGracePeriodSeconds": 1,
-                    "automountServiceAccountToken": False,
-                    "containers": [
-                        {
-                            "name": "main",
-                            "image": stack.kit.test_image.ref,
-                            "imagePullPolicy": "Never",
-                            "command": ["busybox", "sleep", "3600"],
-                        }
-                    ],
-                },
-            },
-        },
-    }
+    """devkit's Deployment of the kit's busybox, its pods without a service account token."""
+    made = workloads.deployment(stack.kit.test_image.ref, app, NAMESPACE, replicas)
+    made["spec"]["template"]["spec"]["automountServiceAccountToken"] = False
+    return made
 
 
 def pods_of(stack: DevStack, app: str) -> list[dict[str, Any]]:
@@ -136,6 +113,17 @@ def wait_results(stack: DevStack, pods: list[str], result: str, timeout: float =
     started = time.monotonic()
     eventually(lambda: all(results(stack).get(p) == result for p in pods), f"{pods} {result}", timeout, 0.02)
     return time.monotonic() - started
+
+
+def pods_on(on: dict[str, str], node: str) -> list[str]:
+    """The pods of `on` (pod name -> its node) that run on `node`."""
+    return [p for p, n in on.items() if n == node]
+
+
+def restore(stack: DevStack, fleet: Fleet, node: str, victims: list[str]) -> None:
+    """A valid report for `node` again, and its pods back to `pass`."""
+    fleet.publish(node)
+    wait_results(stack, victims, "pass")
 
 
 def delete_report(fleet: Fleet, node: str) -> None:
@@ -175,33 +163,30 @@ def test_running_trust_pods_show_fail_in_their_policy_report_within_seconds_of_l
     revoked: list[float] = []
     for trial in range(TRIALS):
         node = NODES[trial % 2] if len(set(on.values())) == 2 else next(iter(on.values()))
-        victims = [p for p, n in on.items() if n == node]
+        victims = pods_on(on, node)
         delete_report(fleet, node)
         revoked.append(wait_results(stack, victims, "fail"))
         assert all(results(stack)[p] == "pass" for p, n in on.items() if n != node)  # only that node's pods
-        fleet.publish(node)
-        wait_results(stack, victims, "pass")
+        restore(stack, fleet, node, victims)
 
     level: list[float] = []
     for trial in range(3):
         node = on[sorted(on)[trial % len(on)]]
-        victims = [p for p, n in on.items() if n == node]
+        victims = pods_on(on, node)
         fleet.publish(node, LEVEL_FAILS)
         level.append(wait_results(stack, victims, "fail"))
-        fleet.publish(node)
-        wait_results(stack, victims, "pass")
+        restore(stack, fleet, node, victims)
 
     expired: list[float] = []
     for trial in range(3):
         node = on[sorted(on)[trial % len(on)]]
-        victims = [p for p, n in on.items() if n == node]
+        victims = pods_on(on, node)
         fleet.publish(node, ttl=3)
         report = json.loads(stack.kubectl("get", "ntr", node, "-o", "json").stdout)
         expires = decode_unverified(report["spec"]["token"])[1]["exp"] + 2  # the stack's clock skew allowance
         wait_results(stack, victims, "fail", timeout=30)
         expired.append(time.time() - expires)  # measured after: the fail is read within 20 ms of its write
-        fleet.publish(node)
-        wait_results(stack, victims, "pass")
+        restore(stack, fleet, node, victims)
 
     p99 = percentile(revoked, 0.99)
     print(

@@ -26,7 +26,7 @@ from extender.wire import WireError, loads
 from trustgate.core.policy import PolicyError, pod_facts
 from trustgate.core.snapshot import Snapshot, StaticCluster, UnknownNamespace
 
-from ..fuzzing import FUZZ
+from ..fuzzing import FUZZ, dumps_with_duplicate_member
 from .extender_support import NOW, World
 
 JSON = "application/json"
@@ -287,21 +287,7 @@ def dumps_with_duplicate(args: dict[str, Any], where: str, key: str, junk: Any) 
     """The JSON of `args` with an earlier member `key` (holding `junk`) repeated in the object at `where`."""
     pod = args.get("Pod") if isinstance(args.get("Pod"), dict) else {}
     target = {"args": args, "pod": pod, "spec": pod.get("spec")}.get(where)
-    if not isinstance(target, dict) or key not in target:
-        return json.dumps(args).encode()
-
-    def encode(value: Any) -> str:
-        if value is target:
-            members = [f"{json.dumps(key)}:{json.dumps(junk)}"]
-            members += [f"{json.dumps(k)}:{encode(v)}" for k, v in value.items()]
-            return "{" + ",".join(members) + "}"
-        if isinstance(value, dict):
-            return "{" + ",".join(f"{json.dumps(k)}:{encode(v)}" for k, v in value.items()) + "}"
-        if isinstance(value, list):
-            return "[" + ",".join(encode(v) for v in value) + "]"
-        return json.dumps(value)
-
-    return encode(args).encode()
+    return dumps_with_duplicate_member(args, target, key, junk)
 
 
 # --- properties ---------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from ..prerequisites import unavailable
+from ..prerequisites import require_root, require_tools
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_DIR = REPO / "image"
@@ -29,11 +29,8 @@ INSTALL_HINT = "make image-tools (Debian's mmdebstrap, umoci, skopeo, runc; need
 
 
 def require_build_prerequisites() -> None:
-    if os.geteuid() != 0:
-        unavailable("the image build and runc need root (mmdebstrap's root mode, chroot)")
-    missing = [tool for tool in BUILD_TOOLS if shutil.which(tool) is None]
-    if missing:
-        unavailable(f"{', '.join(missing)} not installed; {INSTALL_HINT}")
+    require_root("the image build and runc need root (mmdebstrap's root mode, chroot)")
+    require_tools(BUILD_TOOLS, INSTALL_HINT)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Real gunicorn over TLS on 127.0.0.1 for the reliability tests: throwaway PKI and a server process.
+"""Real gunicorn over TLS on 127.0.0.1 for the reliability and serving tests: throwaway PKI and a server process.
 
 The server is `python -m trustgate.serving.server <factory>` (what `trustgate-extender` and
 `trustgate-webhook` run, minus the cluster), so every setting under test is the production one.

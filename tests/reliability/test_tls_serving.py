@@ -249,16 +249,21 @@ class Load:
     failures: list[str] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
 
+    @staticmethod
+    def served_serial(connection: http.client.HTTPSConnection) -> int:
+        """GET /healthz over `connection`; the serial of the certificate that answered it."""
+        connection.request("GET", "/healthz")
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 200, response.status
+        assert isinstance(connection.sock, ssl.SSLSocket)
+        return peer_serial(connection.sock)
+
     def keep_alive(self) -> None:
         connection = self.server.connection(self.context)
         while not self.stopping.is_set():
             try:
-                connection.request("GET", "/healthz")
-                response = connection.getresponse()
-                response.read()
-                assert response.status == 200, response.status
-                assert isinstance(connection.sock, ssl.SSLSocket)
-                self.kept.append(peer_serial(connection.sock))
+                self.kept.append(self.served_serial(connection))
             except Exception as error:  # every failure counts
                 self.failures.append(f"keep-alive: {error!r}")
                 connection.close()
@@ -268,12 +273,7 @@ class Load:
             started = time.monotonic()
             connection = self.server.connection(self.context)
             try:
-                connection.request("GET", "/healthz")
-                response = connection.getresponse()
-                response.read()
-                assert response.status == 200, response.status
-                assert isinstance(connection.sock, ssl.SSLSocket)
-                self.fresh.append((started, peer_serial(connection.sock)))
+                self.fresh.append((started, self.served_serial(connection)))
             except Exception as error:  # every failure counts
                 self.failures.append(f"new connection: {error!r}")
             finally:
@@ -294,6 +294,13 @@ class Load:
     def seen_after(self, moment: float) -> set[int]:
         return {serial for started, serial in list(self.fresh) if started > moment}
 
+    def wait_served(self, serial: int, moment: float, failure: str) -> None:
+        """Until a connection opened after `moment` has seen `serial`; fails with `failure` 5 s after `moment`."""
+        deadline = moment + 5
+        while serial not in self.seen_after(moment):
+            assert time.monotonic() < deadline, failure
+            time.sleep(0.02)
+
 
 def test_the_serving_certificate_is_rotated_under_load_without_a_failed_request(pki: Pki, tmp_path: Path) -> None:
     mount = Mount(tmp_path / "secret", pki.server)
@@ -308,10 +315,7 @@ def test_the_serving_certificate_is_rotated_under_load_without_a_failed_request(
             mount.swap(leaf)
             rotated = time.monotonic()
             rotations.append((rotated, leaf.serial))
-            deadline = rotated + 5
-            while leaf.serial not in load.seen_after(rotated):
-                assert time.monotonic() < deadline, "no new connection saw the rotated certificate"
-                time.sleep(0.02)
+            load.wait_served(leaf.serial, rotated, "no new connection saw the rotated certificate")
             time.sleep(1.0)
     assert not load.failures, load.failures[:5]
     for rotated, serial in rotations:
@@ -340,10 +344,7 @@ def test_a_torn_rotation_fails_no_connection(pki: Pki, tmp_path: Path) -> None:
         time.sleep(0.5)
         key.write_bytes(renewed.key_path.read_bytes())
         completed = time.monotonic()
-        deadline = completed + 5
-        while renewed.serial not in load.seen_after(completed):
-            assert time.monotonic() < deadline, "the renewed certificate was never served"
-            time.sleep(0.02)
+        load.wait_served(renewed.serial, completed, "the renewed certificate was never served")
         time.sleep(0.5)
     assert not load.failures, load.failures[:5]
     assert load.seen_after(completed + 0.1) == {renewed.serial}

@@ -25,6 +25,8 @@ from extender.main import ExtenderSettings
 from trustgate.core.keys import generate_private_key, jwks_for, private_key_pem
 from trustgate.settings import ConfigError, TrustSettings
 
+from ..kubeconfig import write_unreachable_kubeconfig
+
 BIN = Path(sys.executable).parent
 ISSUER = "https://aias.example"
 
@@ -66,18 +68,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths["pem-not-a-key"].write_bytes(private_key_pem(key))  # a private key where a public one belongs
     paths["cert"], paths["key"] = _self_signed(d, "server")
     _, paths["other-key"] = _self_signed(d, "other")
-    paths["kubeconfig"].write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "x",
-            }
-        )
-    )
+    write_unreachable_kubeconfig(paths["kubeconfig"], "https://127.0.0.1:1")
     return paths
 
 

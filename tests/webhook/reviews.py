@@ -75,13 +75,13 @@ def _request(
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
 
 
-def pod_create(pod: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
-    """`POST /api/v1/namespaces/NS/pods`; the apiserver has filled in the namespace."""
+def _pod_request(pod: Mapping[str, Any], operation: str, **kwargs: Any) -> dict[str, Any]:
+    """A request on `pod` itself (`pods`, or one of its subresources), named and namespaced as it is."""
     metadata = pod["metadata"]
     return _request(
         kind="Pod",
         resource="pods",
-        operation="CREATE",
+        operation=operation,
         name=metadata.get("name", ""),
         namespace=metadata["namespace"],
         obj=pod,
@@ -89,19 +89,14 @@ def pod_create(pod: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
     )
 
 
+def pod_create(pod: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """`POST /api/v1/namespaces/NS/pods`; the apiserver has filled in the namespace."""
+    return _pod_request(pod, "CREATE", **kwargs)
+
+
 def pod_update(old: Mapping[str, Any], new: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
     """`PUT /api/v1/namespaces/NS/pods/NAME`: a change to a pod (its labels, its images)."""
-    metadata = new["metadata"]
-    return _request(
-        kind="Pod",
-        resource="pods",
-        operation="UPDATE",
-        name=metadata.get("name", ""),
-        namespace=metadata["namespace"],
-        obj=new,
-        old=old,
-        **kwargs,
-    )
+    return _pod_request(new, "UPDATE", old=old, **kwargs)
 
 
 def binding_object(pod: Mapping[str, Any], node: str, with_uid: bool = True) -> dict[str, Any]:
@@ -137,17 +132,7 @@ def ephemeral_update(pod: Mapping[str, Any], images: Iterable[str], **kwargs: An
         {"name": f"debugger-{i}", "image": image, "targetContainerName": "c0", "stdin": True, "tty": True}
         for i, image in enumerate(images)
     ]
-    return _request(
-        kind="Pod",
-        resource="pods",
-        sub_resource="ephemeralcontainers",
-        operation="UPDATE",
-        name=pod["metadata"]["name"],
-        namespace=pod["metadata"]["namespace"],
-        obj=new,
-        old=pod,
-        **kwargs,
-    )
+    return _pod_request(new, "UPDATE", sub_resource="ephemeralcontainers", old=pod, **kwargs)
 
 
 def snapshot(

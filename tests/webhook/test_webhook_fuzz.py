@@ -30,7 +30,7 @@ from trustgate.core.snapshot import Snapshot, StaticCluster
 from webhook.app import create_app
 from webhook.mark import is_marked
 
-from ..fuzzing import FUZZ
+from ..fuzzing import FUZZ, dumps_with_duplicate_member
 from .reviews import (
     AUDIT_POLICY,
     ENCRYPTED_POLICY,
@@ -272,20 +272,7 @@ def answer(status: int, body: Any, uid: Any) -> Any:
 
 def dumps_with_duplicate(review: dict[str, Any], where: str, key: str, junk: Any) -> bytes:
     """The JSON of `review` with an earlier member `key` (holding `junk`) in the object at `where`."""
-    target = _part(review, where)
-    if not isinstance(target, dict) or key not in target:
-        return json.dumps(review).encode()
-
-    def encode(value: Any) -> str:
-        if isinstance(value, dict):
-            members = [f"{json.dumps(key)}:{json.dumps(junk)}"] if value is target else []
-            members += [f"{json.dumps(k)}:{encode(v)}" for k, v in value.items()]
-            return "{" + ",".join(members) + "}"
-        if isinstance(value, list):
-            return "[" + ",".join(encode(v) for v in value) + "]"
-        return json.dumps(value)
-
-    return encode(review).encode()
+    return dumps_with_duplicate_member(review, _part(review, where), key, junk)
 
 
 # --- properties ---------------------------------------------------------------------------------------

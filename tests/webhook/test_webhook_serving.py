@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
-import socket
 import ssl
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,13 +13,8 @@ import pytest
 
 from devkit.admission_apps import EXPIRED_NODE, admission_review, node_name, write_tls
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from ..reliability.serving_support import WEBHOOK_APP
+from ..reliability.serving_support import Server as Gunicorn
 
 
 class Server:
@@ -47,36 +36,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     directory = tmp_path_factory.mktemp("serving")
     cert, key = write_tls(directory / "tls")
     audit = directory / "audit.jsonl"
-    port = free_port()
-    env = os.environ | {"TRUSTGATE_BENCH_NODES": "20", "TRUSTGATE_BENCH_AUDIT": str(audit)}
-    command = [sys.executable, "-m", "trustgate.serving.server", "devkit.admission_apps:create"]
-    command += ["--bind", f"127.0.0.1:{port}", "--certfile", str(cert), "--keyfile", str(key)]
-    command += ["--workers", "1", "--threads", "2", "--log-level", "warning"]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
-    running = Server(port, cert, audit)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"gunicorn exited with {process.returncode}"
-            try:
-                conn = running.connection()
-                conn.request("GET", "/readyz")
-                if conn.getresponse().status == 200:
-                    conn.close()
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "webhook not ready over TLS within 60 s"
-            time.sleep(0.2)
+    env = {"TRUSTGATE_BENCH_AUDIT": str(audit)}
+    gunicorn = Gunicorn(directory, cert, key, factory=WEBHOOK_APP, args=("--log-level", "warning"), env=env)
+    with gunicorn:
+        running = Server(gunicorn.port, cert, audit)
+        gunicorn.start(running.context)
         yield running
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
 
 def test_webhook_over_tls_under_gunicorn(server: Server) -> None:

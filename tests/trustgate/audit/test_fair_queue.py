@@ -4,17 +4,11 @@ from __future__ import annotations
 
 from trustgate.audit.fair_queue import FairQueue, Suppressed
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from ...clock import Clock
 
 
 def test_sources_are_served_in_turn() -> None:
-    queue: FairQueue[str] = FairQueue(capacity=100, burst=10, clock=Clock())
+    queue: FairQueue[str] = FairQueue(capacity=100, burst=10, clock=Clock(0.0))
     for item in ("a1", "a2", "a3"):
         queue.put("a", item)
     queue.put("b", "b1")
@@ -23,7 +17,7 @@ def test_sources_are_served_in_turn() -> None:
 
 
 def test_beyond_its_burst_a_source_is_counted_into_one_summary() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     queue: FairQueue[str] = FairQueue(capacity=100, burst=2, refill=10, clock=clock)
     accepted = [queue.put("noisy", f"r{i}") for i in range(5)]
     assert accepted == [True, True, False, False, False]

@@ -261,7 +261,7 @@ def test_parse_named(text: str, domain: str | None, path: str | None, error: Pro
     assert (reference.domain, reference.path) == (domain, path)
 
 
-# --- normalize_test.go: TestValidateReferenceName ---------------------------------------------------
+# --- normalize_test.go: TestValidateReferenceName, TestValidateRemoteName ----------------------------
 
 VALID_REFERENCE_NAMES = [
     "docker/docker",
@@ -309,21 +309,6 @@ INVALID_REFERENCE_NAMES = [
     "[2001:db8:3:4::192.0.2.33]:5000/debian",
     "1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a",
 ]
-
-
-@pytest.mark.parametrize("name", VALID_REFERENCE_NAMES)
-def test_validate_reference_name_valid(name: str) -> None:
-    parse_normalized_named(name)
-
-
-@pytest.mark.parametrize("name", INVALID_REFERENCE_NAMES)
-def test_validate_reference_name_invalid(name: str) -> None:
-    with pytest.raises(ReferenceError):
-        parse_normalized_named(name)
-
-
-# --- normalize_test.go: TestValidateRemoteName ------------------------------------------------------
-
 VALID_REMOTE_NAMES = [
     "docker/docker",
     "thisisthesongthatneverendsitgoesonandonandonthisisthesongthatnev",  # 64 characters, not all hex
@@ -353,13 +338,13 @@ INVALID_REMOTE_NAMES = [
 ]
 
 
-@pytest.mark.parametrize("name", VALID_REMOTE_NAMES)
-def test_validate_remote_name_valid(name: str) -> None:
+@pytest.mark.parametrize("name", VALID_REFERENCE_NAMES + VALID_REMOTE_NAMES)
+def test_validate_name_valid(name: str) -> None:
     parse_normalized_named(name)
 
 
-@pytest.mark.parametrize("name", INVALID_REMOTE_NAMES)
-def test_validate_remote_name_invalid(name: str) -> None:
+@pytest.mark.parametrize("name", INVALID_REFERENCE_NAMES + INVALID_REMOTE_NAMES)
+def test_validate_name_invalid(name: str) -> None:
     with pytest.raises(ReferenceError):
         parse_normalized_named(name)
 
