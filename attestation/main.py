@@ -53,6 +53,7 @@ from trustgate.settings import (
     ConfigError,
     ServingSettings,
     option,
+    positive_float,
     positive_int,
     seconds,
 )
@@ -61,13 +62,6 @@ from trustgate.startup import Command, Service
 PROG = "trustgate-attestation"
 MAX_REQUESTS_STORED = 16  # chart/trustgate/crds/attestation.trustgate.dev.yaml: status.requests maxItems
 REQUEST_HEADERS = ("NODE", "EK SHA256", "SYSTEM UUID", "REQUESTER", "FIRST", "LAST", "COUNT")
-
-
-def rate(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError(f"must be more than 0, not {text}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -85,11 +79,11 @@ class AuthoritySettings(ClusterSettings, ServingSettings, AuditSettings):
     )
     register_burst: int = option("registrations at once from one source address", PER_SOURCE.burst, parse=positive_int)
     register_rate: float = option(
-        "registrations per second from one source address, sustained", PER_SOURCE.per_second, parse=rate
+        "registrations per second from one source address, sustained", PER_SOURCE.per_second, parse=positive_float
     )
     register_total_burst: int = option("registrations at once from all sources", TOTAL.burst, parse=positive_int)
     register_total_rate: float = option(
-        "registrations per second from all sources, sustained", TOTAL.per_second, parse=rate
+        "registrations per second from all sources, sustained", TOTAL.per_second, parse=positive_float
     )
     max_requests: int = option("enrollment requests kept per node", MAX_REQUESTS_PER_NODE, parse=positive_int)
     image_keys: bool = option(

@@ -38,8 +38,8 @@ from bench.common import percentile
 from devkit.controlplane import (
     COMPONENTS,
     ControlPlane,
+    KeepAliveClient,
     KubeAPIError,
-    KubeClient,
     create_node,
     find_binaries,
     port_is_free,
@@ -77,72 +77,6 @@ def kind_of(index: int) -> str:
 
 
 # --- HTTP -----------------------------------------------------------------------------------------
-
-
-class KeepAliveClient(KubeClient):
-    """`KubeClient` over one persistent HTTPS connection per thread (the stock one reconnects, with a
-    full TLS handshake, for every request)."""
-
-    def __init__(self, server: str, ca_file: Path, cert_file: Path, key_file: Path, timeout: float = 30.0) -> None:
-        super().__init__(server, ca_file, cert_file, key_file, timeout)
-        parsed = urllib.parse.urlsplit(self.server)
-        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 443
-        self._local = threading.local()
-
-    @classmethod
-    def for_controlplane(cls, cp: ControlPlane) -> KeepAliveClient:
-        return cls(cp.server, cp.ca.cert_file, cp.pki_dir / "admin.crt", cp.pki_dir / "admin.key")
-
-    def connection(self) -> http.client.HTTPSConnection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = http.client.HTTPSConnection(self.host, self.port, context=self._ctx, timeout=self.timeout)
-            self._local.conn = conn
-        return conn
-
-    def request(  # type: ignore[override]
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        content_type: str = "application/json",
-        params: dict[str, str] | None = None,
-        accept: str = "application/json",
-    ) -> Any:
-        status, raw = self.raw(method, path, body, content_type, params, accept)
-        if not 200 <= status < 300:
-            raise KubeAPIError(status, method, path, raw.decode(errors="replace"))
-        if not raw:
-            return None
-        return json.loads(raw)
-
-    def raw(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        content_type: str = "application/json",
-        params: dict[str, str] | None = None,
-        accept: str = "application/json",
-    ) -> tuple[int, bytes]:
-        url = path + ("?" + urllib.parse.urlencode(params) if params else "")
-        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-        headers = {"Accept": accept}
-        if data is not None:
-            headers["Content-Type"] = content_type
-        for attempt in range(2):
-            conn = self.connection()
-            try:
-                conn.request(method, url, body=data, headers=headers)
-                response = conn.getresponse()
-                return response.status, response.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                # a keep-alive connection the server closed while idle: the request was not processed
-                conn.close()
-                self._local.conn = None
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
 
 
 class ExtenderProbe:
@@ -367,7 +301,7 @@ class BenchStack:
     def up(self) -> None:
         started = time.monotonic()
         self.stack.up()
-        self.client = KeepAliveClient.for_controlplane(self.cp)
+        self.client = self.cp.client(KeepAliveClient)
         self.fleet = Fleet(self.stack, ISSUER)
         self.extender = ExtenderProbe(self.stack)
         self.client.create("/apis/trustgate.dev/v1alpha1/trustpolicies", trust_policy())
@@ -425,13 +359,15 @@ class BenchStack:
         return time.monotonic() - started
 
     def count_labelled(self) -> int:
-        listing = self.client.request(
+        status, raw = self.client.raw(
             "GET",
             "/api/v1/nodes",
             params={"labelSelector": "trustgate.dev/trusted=true"},
             accept="application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io",
         )
-        return len(listing.get("items") or [])
+        if status != 200:
+            raise KubeAPIError(status, "GET", "/api/v1/nodes", raw.decode(errors="replace"))
+        return len(json.loads(raw).get("items") or [])
 
     def dry_run_admitted(self, pod: dict[str, Any]) -> bool:
         status, raw = self.client.raw(
@@ -732,7 +668,7 @@ class BenchStack:
         pod = pod_manifest("revocation-probe", TRUST_NS)
         pinned = pod_manifest("revocation-probe", TRUST_NS, nodeName=node)
         extender = ExtenderProbe(self.stack)
-        webhook = KeepAliveClient.for_controlplane(self.cp)
+        webhook = self.cp.client(KeepAliveClient)
         report_exists = self._exists(path)
 
         def extender_refuses() -> bool:

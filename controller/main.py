@@ -46,6 +46,7 @@ from trustgate.settings import (
     ServingSettings,
     TrustSettings,
     option,
+    positive_float,
     positive_int,
     seconds,
 )
@@ -58,13 +59,6 @@ def _fraction(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
         raise ValueError(f"must be more than 0 and at most 1, not {value}")
-    return value
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise ValueError(f"must be positive, not {value}")
     return value
 
 
@@ -111,7 +105,7 @@ class ControllerSettings(TrustSettings, ServingSettings, AuditSettings):
         DEFAULT_MAX_RESULTS,
         parse=positive_int,
     )
-    eviction_rate: float = option("most evictions per second (onTrustLost: Evict)", 2.0, parse=_rate)
+    eviction_rate: float = option("most evictions per second (onTrustLost: Evict)", 2.0, parse=positive_float)
     eviction_burst: int = option("most evictions at once", 10, parse=positive_int)
     eviction_retry: float = option(
         "seconds before an eviction a PodDisruptionBudget refused is tried again", 5.0, parse=seconds

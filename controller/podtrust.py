@@ -24,7 +24,7 @@ from prometheus_client import Counter as PromCounter
 from controller.labels import next_change
 from controller.loop import WorkLoop
 from trustgate.cluster.cache import ClusterCache
-from trustgate.cluster.pods import BoundPods
+from trustgate.cluster.pods import BoundPods, Key
 from trustgate.core.node import NodeTrust
 from trustgate.core.policy import ALL_LEVELS
 from trustgate.core.policyreport import DEFAULT_MAX_RESULTS, Entry, content, report_body
@@ -76,11 +76,14 @@ class PodTrustController(WorkLoop[str]):
         self.cache, self.pods, self.reports, self.evictions = cache, pods, reports, evictions
         self.max_results, self.clock = max_results, clock
         self._dirty: dict[str, float] = {}  # namespace -> when the first unhandled change was seen
+        self._whole: set[str] = set()  # dirty namespaces to judge whole: a node, a policy or a timer changed
+        self._changed: dict[str, set[Key]] = {}  # namespace -> its pods that changed (all else judged as before)
         self._dirty_nodes: set[str] = set()
         self._all_dirty_since: float | None = None
         self._snapshot_changed = False
-        self._state: dict[str, dict[tuple[str, str], Entry]] = {}
-        self._required: dict[str, dict[tuple[str, str], Required]] = {}  # namespace -> each pod's, kept
+        self._state: dict[str, dict[Key, Entry]] = {}
+        self._required: dict[str, dict[Key, Required]] = {}  # namespace -> each pod's, kept
+        self._counts: Counter[Result] = Counter()  # the results in _state
         self._written: dict[str, str | None] | None = None  # None: not read from the API server yet
         self._trusted_nodes: set[str] = set()
         self._failures: dict[str, int] = {}  # namespace -> writes failed in a row
@@ -140,9 +143,9 @@ class PodTrustController(WorkLoop[str]):
             work = self._next_work()
             if work is None:
                 continue
-            namespaces, nodes = work
+            namespaces, only, nodes = work
             try:
-                self._reconcile(namespaces, nodes)
+                self._reconcile(namespaces, nodes, only)
             except Exception:  # never die: the next change or the retry timer tries again
                 log.exception("pod trust reconcile failed")
                 self._mark(set(namespaces), retry=True)
@@ -156,10 +159,16 @@ class PodTrustController(WorkLoop[str]):
             self._dirty_nodes |= names
             for namespace in namespaces:
                 self._dirty.setdefault(namespace, now)
+            self._whole |= namespaces
             self._wake.notify()
 
-    def _pods_changed(self, namespaces: set[str]) -> None:
-        self._mark(namespaces)
+    def _pods_changed(self, keys: set[Key]) -> None:
+        now = time.monotonic()
+        with self._wake:
+            for key in keys:
+                self._dirty.setdefault(key[0], now)
+                self._changed.setdefault(key[0], set()).add(key)
+            self._wake.notify()
 
     def _cluster_changed(self) -> None:
         with self._wake:
@@ -174,6 +183,7 @@ class PodTrustController(WorkLoop[str]):
         with self._wake:
             for namespace in namespaces:
                 self._dirty.setdefault(namespace, now)
+                self._whole.add(namespace)
             self._wake.notify()
 
     def _mark_all(self) -> None:
@@ -182,7 +192,8 @@ class PodTrustController(WorkLoop[str]):
             self._dirty_nodes |= set(self.cache.snapshot().nodes)
             self._wake.notify()
 
-    def _next_work(self) -> tuple[dict[str, float], set[str]] | None:
+    def _next_work(self) -> tuple[dict[str, float], dict[str, set[Key]], set[str]] | None:
+        """(dirty namespaces, the pods to judge again in those that need not be judged whole, dirty nodes)."""
         with self._wake:
             while not self._stopping.is_set():
                 now = self.clock()
@@ -191,11 +202,12 @@ class PodTrustController(WorkLoop[str]):
                     kind, _, names = what.partition(":")
                     if kind == "node":
                         self._dirty_nodes.add(names)
-                        for namespace in self.pods.namespaces_on({names}):
-                            self._dirty.setdefault(namespace, late)
+                        namespaces = self.pods.namespaces_on({names})
                     else:
-                        for namespace in filter(None, names.split(",")):
-                            self._dirty.setdefault(namespace, late)
+                        namespaces = set(filter(None, names.split(",")))
+                    for namespace in namespaces:
+                        self._dirty.setdefault(namespace, late)
+                    self._whole |= namespaces
                 if self._snapshot_changed:
                     self._snapshot_changed = False
                     if self._policies_changed():
@@ -203,11 +215,14 @@ class PodTrustController(WorkLoop[str]):
                 if self._all_dirty_since is not None:
                     since = self._all_dirty_since
                     self._all_dirty_since = None
-                    for namespace in self.pods.namespaces() | set(self._state) | set(self._written or ()):
+                    everywhere = self.pods.namespaces() | set(self._state) | set(self._written or ())
+                    for namespace in everywhere:
                         self._dirty.setdefault(namespace, since)
+                    self._whole |= everywhere
                 if self._dirty or self._dirty_nodes:
-                    work = (self._dirty, self._dirty_nodes)
-                    self._dirty, self._dirty_nodes = {}, set()
+                    only = {ns: keys for ns, keys in self._changed.items() if ns not in self._whole}
+                    work = (self._dirty, only, self._dirty_nodes)
+                    self._dirty, self._whole, self._changed, self._dirty_nodes = {}, set(), {}, set()
                     return work
                 self._wait(now)
             return None
@@ -222,7 +237,10 @@ class PodTrustController(WorkLoop[str]):
 
     # --- reconciling --------------------------------------------------------------------------
 
-    def _reconcile(self, namespaces: dict[str, float], nodes: set[str]) -> None:
+    def _reconcile(
+        self, namespaces: dict[str, float], nodes: set[str], only: Mapping[str, set[Key]] | None = None
+    ) -> None:
+        """Judge `namespaces` again (of those in `only`, only the pods named there) and publish them."""
         snapshot = self.cache.snapshot()
         if not snapshot.synced or not self.pods.synced:
             self._mark(set(namespaces), retry=True)  # judging on a partial view could publish false passes
@@ -231,8 +249,9 @@ class PodTrustController(WorkLoop[str]):
             return
         now = self.clock()
         self._track_nodes(snapshot, nodes, now)
+        only = only or {}
         for namespace in namespaces:
-            self._judge_namespace(snapshot, namespace, now)
+            self._judge_namespace(snapshot, namespace, now, only.get(namespace))
         self._count_results()
         if self.leading.is_set():
             self._publish(namespaces)
@@ -252,21 +271,39 @@ class PodTrustController(WorkLoop[str]):
             if due is not None:
                 self._schedule(f"node:{name}", due)
 
-    def _judge_namespace(self, snapshot: Snapshot, namespace: str, now: float) -> None:
+    def _judge_namespace(self, snapshot: Snapshot, namespace: str, now: float, only: set[Key] | None = None) -> None:
+        """Judge the namespace's pods again: every one, or `only` those (the others keep their entries: a
+        pod's change alone changes no other pod's trust, and judging them all on every change costs the
+        square of the namespace's size)."""
         before = self._state.get(namespace, {})
-        entries: dict[tuple[str, str], Entry] = {}
-        kept, requirements = self._required.get(namespace, {}), {}
-        for pod in self.pods.in_namespace(namespace):
+        kept = self._required.get(namespace, {})
+        if only is None:
+            previous, entries, requirements = before, {}, {}
+            pods = self.pods.in_namespace(namespace)
+        else:
+            previous = {key: before.pop(key) for key in only if key in before}
+            entries, requirements = before, kept  # updated in place
+            pods = []
+            for key in only:
+                pod = self.pods.get(key)
+                if pod is None:
+                    kept.pop(key, None)
+                else:
+                    pods.append(pod)
+        self._counts.subtract(entry.trust.result for entry in previous.values())
+        for pod in pods:
+            key = pod.key
             try:
-                requirements[pod.key] = requirement = required(snapshot, pod, kept.get(pod.key))
+                requirements[key] = requirement = required(snapshot, pod, kept.get(key))
             except UnknownNamespace:
                 requirement = None  # judged as such by `judge`
             trust = judge(snapshot, pod, now, requirement)
             if trust is None:
                 continue
-            previous = before.get(pod.key)
-            since = previous.since if previous is not None and previous.trust == trust else now
-            entries[pod.key] = Entry(trust, since)
+            earlier = previous.get(key)
+            since = earlier.since if earlier is not None and earlier.trust == trust else now
+            entries[key] = Entry(trust, since)
+            self._counts[trust.result] += 1
             if trust.evict and self.evictions is not None and self.leading.is_set():
                 self.evictions.request(trust)
         if entries:
@@ -279,9 +316,8 @@ class PodTrustController(WorkLoop[str]):
             self._required.pop(namespace, None)
 
     def _count_results(self) -> None:
-        counts = Counter(entry.trust.result for entries in self._state.values() for entry in entries.values())
         for result in Result:
-            self.results.labels(result.value).set(counts.get(result, 0))
+            self.results.labels(result.value).set(self._counts.get(result, 0))
 
     def _publish(self, namespaces: dict[str, float]) -> None:
         if self._written is None:

@@ -33,8 +33,11 @@ def pod(image: str, name: str, namespace: str, labels: dict[str, str] | None = N
     }
 
 
-def deployment(image: str, name: str, namespace: str, replicas: int) -> dict[str, Any]:
-    template = pod(image, name, namespace)
+def deployment(
+    image: str, name: str, namespace: str, replicas: int, labels: dict[str, str] | None = None, **spec: Any
+) -> dict[str, Any]:
+    """`replicas` of `pod(image, ...)` (`spec` as there), labelled `app: name` and `labels`."""
+    template = pod(image, name, namespace, **spec)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -42,7 +45,7 @@ def deployment(image: str, name: str, namespace: str, replicas: int) -> dict[str
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": template["spec"]},
+            "template": {"metadata": {"labels": {"app": name, **(labels or {})}}, "spec": template["spec"]},
         },
     }
 

@@ -169,6 +169,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:  # NaN too
+        raise ValueError(f"must be more than 0, not {text}")
+    return value
+
+
 # --- the settings the services share --------------------------------------------------------------
 
 

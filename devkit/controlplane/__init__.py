@@ -10,7 +10,7 @@ from __future__ import annotations
 from devkit.controlplane.binaries import BINARIES, cached_bin_dir, expected_bin_dir, find_binaries, k8s_version
 from devkit.controlplane.controlplane import NOT_READY_TAINT_KEY, ControlPlane, Ports, create_node
 from devkit.controlplane.errors import ControlPlaneError
-from devkit.controlplane.kubeclient import KubeAPIError, KubeClient, https_get, write_kubeconfig
+from devkit.controlplane.kubeclient import KeepAliveClient, KubeAPIError, KubeClient, https_get, write_kubeconfig
 from devkit.controlplane.processes import (
     COMPONENTS,
     free_port,
@@ -26,6 +26,7 @@ __all__ = [
     "NOT_READY_TAINT_KEY",
     "ControlPlane",
     "ControlPlaneError",
+    "KeepAliveClient",
     "KubeAPIError",
     "KubeClient",
     "Ports",

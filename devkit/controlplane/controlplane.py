@@ -292,9 +292,9 @@ class ControlPlane:
             self.workdir / f"{name}.kubeconfig", self.server, self.ca.cert_file, ck.cert_file, ck.key_file, name
         )
 
-    def client(self) -> KubeClient:
-        """An admin (system:masters) REST client."""
-        return KubeClient(self.server, self.ca.cert_file, self.pki_dir / "admin.crt", self.pki_dir / "admin.key")
+    def client(self, kind: type[KubeClient] = KubeClient) -> KubeClient:
+        """An admin (system:masters) REST client (`kind`: e.g. `KeepAliveClient`, for load)."""
+        return kind(self.server, self.ca.cert_file, self.pki_dir / "admin.crt", self.pki_dir / "admin.key")
 
     def kubectl_run(self, *args: str, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """Run the built kubectl against this cluster as admin."""

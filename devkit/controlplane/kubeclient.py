@@ -7,9 +7,11 @@ independently of, the ``kubernetes`` client the product uses.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import ssl
 import tempfile
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -116,25 +118,39 @@ class KubeClient:
         content_type: str = "application/json",
         params: Mapping[str, str] | None = None,
     ) -> Any:
-        url = self.server + path
-        if params:
-            url += "?" + urllib.parse.urlencode(params)
-        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-        req = urllib.request.Request(url, data=data, method=method)
-        req.add_header("Accept", "application/json")
-        if data is not None:
-            req.add_header("Content-Type", content_type)
-        try:
-            with urllib.request.urlopen(req, context=self._ctx, timeout=self.timeout) as resp:
-                raw = resp.read().decode()
-        except urllib.error.HTTPError as e:
-            raise KubeAPIError(e.code, method, path, e.read().decode(errors="replace")) from None
+        """The JSON answer (None when empty, the text when not JSON); raises `KubeAPIError` unless 2xx."""
+        status, raw = self.raw(method, path, body, content_type, params)
+        if not 200 <= status < 300:
+            raise KubeAPIError(status, method, path, raw.decode(errors="replace"))
         if not raw:
             return None
         try:
             return json.loads(raw)
         except ValueError:
-            return raw
+            return raw.decode()
+
+    def raw(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        params: Mapping[str, str] | None = None,
+        accept: str = "application/json",
+    ) -> tuple[int, bytes]:
+        """The status and body of any answer."""
+        url = path + ("?" + urllib.parse.urlencode(params) if params else "")
+        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        headers = {"Accept": accept} | ({"Content-Type": content_type} if data is not None else {})
+        return self._send(method, url, data, headers)
+
+    def _send(self, method: str, url: str, data: bytes | None, headers: dict[str, str]) -> tuple[int, bytes]:
+        req = urllib.request.Request(self.server + url, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, context=self._ctx, timeout=self.timeout) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
 
     def get(self, path: str, **params: str) -> Any:
         return self.request("GET", path, params=params or None)
@@ -147,6 +163,39 @@ class KubeClient:
 
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
+
+
+class KeepAliveClient(KubeClient):
+    """`KubeClient` over one persistent HTTPS connection per thread (the stock one reconnects, with a
+    full TLS handshake, for every request): what a load generator needs to measure the server, not itself."""
+
+    def __init__(self, server: str, ca_file: Path, cert_file: Path, key_file: Path, timeout: float = 30.0) -> None:
+        super().__init__(server, ca_file, cert_file, key_file, timeout)
+        parsed = urllib.parse.urlsplit(self.server)
+        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 443
+        self._local = threading.local()
+
+    def connection(self) -> http.client.HTTPSConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = http.client.HTTPSConnection(self.host, self.port, context=self._ctx, timeout=self.timeout)
+            self._local.conn = conn
+        return conn
+
+    def _send(self, method: str, url: str, data: bytes | None, headers: dict[str, str]) -> tuple[int, bytes]:
+        for attempt in range(2):
+            conn = self.connection()
+            try:
+                conn.request(method, url, body=data, headers=headers)
+                response = conn.getresponse()
+                return response.status, response.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                # a keep-alive connection the server closed while idle: the request was not processed
+                conn.close()
+                self._local.conn = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
 
 def https_get(url: str, ctx: ssl.SSLContext, timeout: float = 3.0) -> tuple[int, str]:

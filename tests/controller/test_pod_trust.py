@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from controller import podtrust
 from controller.eviction import EvictionBlocked, EvictionPacing, Evictor, PodGone
 from controller.nodemetrics import NodeTrustCollector
 from controller.podtrust import PodTrustController
@@ -65,12 +66,22 @@ class StaticPods:
 
     def __init__(self, pods: list[dict[str, Any]]) -> None:
         self.pods = {(p.facts.namespace, p.facts.name): p for p in map(running_pod, pods)}
+        self.listeners: list[Callable[[set[tuple[str, str]]], None]] = []
 
     def wait_synced(self, timeout: float) -> bool:
         return True
 
-    def add_listener(self, listener: Callable[[set[str]], None]) -> None:
-        pass
+    def add_listener(self, listener: Callable[[set[tuple[str, str]]], None]) -> None:
+        self.listeners.append(listener)
+
+    def change(self, add: list[dict[str, Any]] = (), remove: tuple[tuple[str, str], ...] = ()) -> None:  # type: ignore[assignment]
+        """As BoundPods after watch events: the pods change, then the listeners hear which."""
+        for key in remove:
+            del self.pods[key]
+        added = {(p.facts.namespace, p.facts.name): p for p in map(running_pod, add)}
+        self.pods |= added
+        for listener in self.listeners:
+            listener(set(remove) | set(added))
 
     def in_namespace(self, namespace: str) -> list:
         return [p for k, p in self.pods.items() if k[0] == namespace]
@@ -161,6 +172,40 @@ def test_a_report_that_expires_fails_its_pods_by_timer_without_any_event(issuer:
     eventually(lambda: result_of(reports, "shop", "web") == "fail", "web failing at expiry", 10)
 
     assert time.time() >= cache.current.node("a").report.expires_at  # type: ignore[union-attr]
+    controller.stop()
+
+
+def test_a_pod_that_comes_or_goes_is_judged_alone_and_the_others_keep_their_results(
+    issuer: Issuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = {"a": issuer.token("a")}
+    cache = StaticCache(world(issuer, {**good, "b": None}))
+    pods = StaticPods(
+        [pod_object(name=f"web-{i}", namespace="shop", node_selector=TRUSTED, node_name="a") for i in range(3)]
+    )
+    reports = Reports()
+    judged: list[str] = []
+
+    def judging(snapshot: Snapshot, pod: Any, *rest: Any) -> PodTrust | None:
+        judged.append(pod.facts.name)
+        return judge(snapshot, pod, *rest)
+
+    monkeypatch.setattr(podtrust, "judge", judging)
+    controller = started(cache, pods, reports)
+    eventually(lambda: result_of(reports, "shop", "web-2") == "pass", "the first report", 5)
+    judged.clear()
+
+    pods.change(
+        add=[pod_object(name="late", namespace="shop", node_selector=TRUSTED, node_name="b")],
+        remove=(("shop", "web-0"),),
+    )
+
+    eventually(lambda: result_of(reports, "shop", "late") == "fail", "the new pod failing", 5)
+    assert judged == ["late"]
+    assert [result_of(reports, "shop", f"web-{i}") for i in range(3)] == [None, "pass", "pass"]
+    assert reports.written["shop"]["summary"] == {"pass": 2, "fail": 1, "warn": 0, "error": 0, "skip": 0}
+    gauge = {s.labels["result"]: s.value for m in controller.results.collect() for s in m.samples}
+    assert gauge == {"pass": 2, "fail": 1, "warn": 0, "error": 0}
     controller.stop()
 
 

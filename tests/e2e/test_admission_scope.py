@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from devkit import workloads
 from devkit.devstack import ISSUER, DevStack
 from devkit.factories import trust_policy
 from devkit.fleet import VALID, Fleet
@@ -34,24 +35,18 @@ def webhook_calls(stack: DevStack) -> float:
 
 
 def deployment(name: str, namespace: str, replicas: int, labels: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name, **labels}},
-                "spec": {
-                    "containers": [{"name": "main", "image": PAUSE}],
-                    "terminationGracePeriodSeconds": 0,
-                    "automountServiceAccountToken": False,
-                    "nodeSelector": {"scope-test": "true"},
-                },
-            },
-        },
-    }
+    """Pause pods on the nodes labelled for this test."""
+    return workloads.deployment(
+        PAUSE,
+        name,
+        namespace,
+        replicas,
+        labels,
+        containers=[{"name": "main", "image": PAUSE}],
+        terminationGracePeriodSeconds=0,
+        automountServiceAccountToken=False,
+        nodeSelector={"scope-test": "true"},
+    )
 
 
 def pods(stack: DevStack, namespace: str, app: str) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ import pytest
 from devkit.pki import issue_cert
 from extender.main import ExtenderSettings
 from trustgate.core.keys import generate_private_key, jwks_for, private_key_pem
-from trustgate.settings import ConfigError, TrustSettings
+from trustgate.settings import ConfigError, TrustSettings, positive_float
 
 from ..kubeconfig import write_unreachable_kubeconfig
 
@@ -225,3 +225,13 @@ def test_a_good_configuration_does_serve(files: dict[str, Path]) -> None:
 def test_the_control_plane_and_trustgates_namespace_are_always_exempt(files: dict[str, Path]) -> None:
     settings = parse_settings(argv(good_args(files) | {"--namespace": "tg", "--exempt-namespace": "infra"}), True)
     assert settings.exempt == {"kube-system", "tg", "infra"}
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "nan", "-inf"])
+def test_a_rate_must_be_more_than_zero(text: str) -> None:
+    with pytest.raises(ValueError, match=f"must be more than 0, not {text}"):
+        positive_float(text)
+
+
+def test_a_rate_above_zero_is_read_as_a_number() -> None:
+    assert (positive_float("0.5"), positive_float("2")) == (0.5, 2.0)

@@ -73,8 +73,11 @@ def list_objects(api: client.ApiClient, resource: Resource) -> tuple[list[dict[s
 
 
 def post_raw(api: client.ApiClient, path: str, body: dict[str, Any]) -> Any:
-    """POST `body` to `path` and return the raw response, whatever its status: the API server answers
-    subresources (a Binding, an Eviction) with a Status the generated client cannot read."""
+    """POST `body` to `path` and return the response, its body read, whatever its status: the API server
+    answers subresources (a Binding, an Eviction) with a Status the generated client cannot read.
+
+    The body is always read: an unread response keeps its connection out of the pool, and every
+    request would then open (and handshake) a connection of its own."""
     method, url, headers, payload, post_params = api.param_serialize(
         "POST",
         path,
@@ -82,7 +85,9 @@ def post_raw(api: client.ApiClient, path: str, body: dict[str, Any]) -> Any:
         body=body,
         auth_settings=["BearerToken"],
     )
-    return api.call_api(method, url, headers, payload, post_params, _request_timeout=(5, 10))
+    response = api.call_api(method, url, headers, payload, post_params, _request_timeout=(5, 10))
+    response.read()
+    return response
 
 
 def bind_pod(api: client.ApiClient, namespace: str, name: str, uid: str, node: str) -> None:

@@ -3,7 +3,7 @@
 One reflector (list, then watch) over the bound, unfinished pods of every namespace but the exempt
 ones, kept as `RunningPod`s (labels, node constraints, images, node, uid: not the whole object), and
 indexed by namespace and by node, so that a node losing trust finds its pods without a scan.
-Listeners hear the namespaces whose pods changed.
+Listeners hear which pods changed (in what trust depends on), so that only those are judged again.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class BoundPods:
         self._pods: dict[Key, RunningPod] = {}
         self._by_namespace: dict[str, set[Key]] = {}
         self._by_node: dict[str, set[Key]] = {}
-        self._listeners: list[Callable[[set[str]], None]] = []
+        self._listeners: list[Callable[[set[Key]], None]] = []
         self._connected = False
         self.reflector = Reflector(api, BOUND_PODS, self._replace, self._event, self._stopping, self._connection)
 
@@ -55,8 +55,8 @@ class BoundPods:
         deadline = time.monotonic() + timeout
         return self.reflector.synced.wait(max(0.0, deadline - time.monotonic()))
 
-    def add_listener(self, listener: Callable[[set[str]], None]) -> None:
-        """Call `listener(namespaces)` after the pods of those namespaces changed; it must not block."""
+    def add_listener(self, listener: Callable[[set[Key]], None]) -> None:
+        """Call `listener(keys)` after those pods (namespace, name) changed or went; it must not block."""
         self._listeners.append(listener)
 
     def in_namespace(self, namespace: str) -> list[RunningPod]:
@@ -82,7 +82,7 @@ class BoundPods:
 
     def _replace(self, items: list[dict[str, Any]]) -> None:
         with self._lock:
-            changed = set(self._by_namespace)
+            changed = set(self._pods)
             self._pods.clear()
             self._by_namespace.clear()
             self._by_node.clear()
@@ -98,7 +98,7 @@ class BoundPods:
     def _connection(self, connected: bool) -> None:
         self._connected = connected
 
-    def _apply(self, kind: str, obj: dict[str, Any]) -> set[str]:
+    def _apply(self, kind: str, obj: dict[str, Any]) -> set[Key]:
         metadata = obj.get("metadata") or {}
         key = (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
         if key[0] in self.exempt:
@@ -116,7 +116,7 @@ class BoundPods:
             self._pods[key] = pod
             self._by_namespace.setdefault(key[0], set()).add(key)
             self._by_node.setdefault(pod.facts.node_name, set()).add(key)
-        return {key[0]}
+        return {key}
 
     def _remove(self, key: Key) -> None:
         old = self._pods.pop(key, None)
@@ -129,7 +129,7 @@ class BoundPods:
                 if not members:
                     del index[name]
 
-    def _notify(self, namespaces: set[str]) -> None:
-        if namespaces:
+    def _notify(self, keys: set[Key]) -> None:
+        if keys:
             for listener in self._listeners:
-                listener(namespaces)
+                listener(keys)

@@ -9,6 +9,7 @@ with 401, before reading it: no decision, no record.
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ class ClientIdentity:
         return f"CN={self.common_name}{groups}"
 
 
+@functools.lru_cache(maxsize=64)  # the same few clients call on every request: parse each certificate once
 def identity_from_der(der: bytes) -> ClientIdentity:
     subject = x509.load_der_x509_certificate(der).subject
     names = [str(a.value) for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
