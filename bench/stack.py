@@ -418,7 +418,27 @@ class BenchStack:
         expected = {NONE: (False, True), INSTALLED: (True, False), FLOOR: (True, True)}[what]
         # the API server's webhook configuration informer takes a moment
         self._eventually(lambda: all(self.admission() == expected for _ in range(3)), f"admission as {what}", 60)
+        self.settle()
         self.installed = what
+        return time.monotonic() - started
+
+    def settle(self, idle: float = 0.05, timeout: float = 60.0) -> float:
+        """Wait until trustgate's processes are idle after an installation: together under `idle` of a CPU
+        over a second (a fresh process lists, verifies and syncs first). What is measured is the steady
+        state, the one a cluster is in but for the moment trustgate is installed. Returns the seconds waited."""
+        started = time.monotonic()
+        before = self.cpu_seconds()
+        while time.monotonic() - started < timeout:
+            time.sleep(1.0)
+            after = self.cpu_seconds()
+            used = sum(
+                seconds - before[name][0]
+                for name, (seconds, pids) in after.items()
+                if name.startswith("trustgate-") and name in before and before[name][1] == pids
+            )
+            if used < idle:
+                break
+            before = after
         return time.monotonic() - started
 
     # --- scheduler configuration ---
