@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 60.0  # a namespace whose report keeps failing (no CRD, no RBAC) is retried this often at most
+# A namespace's PolicyReport is written at most this often, unless one of its pods fails, warns or errs anew:
+# a Deployment of many pods would otherwise rewrite its growing report once per pod.
+REPORT_INTERVAL_SECONDS = 1.0
 UPDATE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -84,6 +87,9 @@ class PodTrustController(WorkLoop[str]):
         self._state: dict[str, dict[Key, Entry]] = {}
         self._required: dict[str, dict[Key, Required]] = {}  # namespace -> each pod's, kept
         self._counts: Counter[Result] = Counter()  # the results in _state
+        self._worse: set[str] = set()  # namespaces with a result that turned fail, warn or error, not written yet
+        self._last_write: dict[str, float] = {}  # namespace -> when its report was last written (clock)
+        self._deferred: set[str] = set()  # namespaces whose write waits for REPORT_INTERVAL_SECONDS
         self._written: dict[str, str | None] | None = None  # None: not read from the API server yet
         self._trusted_nodes: set[str] = set()
         self._failures: dict[str, int] = {}  # namespace -> writes failed in a row
@@ -304,6 +310,8 @@ class PodTrustController(WorkLoop[str]):
             since = earlier.since if earlier is not None and earlier.trust == trust else now
             entries[key] = Entry(trust, since)
             self._counts[trust.result] += 1
+            if trust.result is not Result.PASS and (earlier is None or earlier.trust != trust):
+                self._worse.add(namespace)
             if trust.evict and self.evictions is not None and self.leading.is_set():
                 self.evictions.request(trust)
         if entries:
@@ -329,7 +337,16 @@ class PodTrustController(WorkLoop[str]):
                 self._mark(set(namespaces), retry=True)
                 return
             namespaces = {**dict.fromkeys(self._written, time.monotonic()), **namespaces}
+        now = self.clock()
         for namespace, since in namespaces.items():
+            last = self._last_write.get(namespace)
+            if last is not None and now - last < REPORT_INTERVAL_SECONDS and namespace not in self._worse:
+                if namespace not in self._deferred:
+                    self._deferred.add(namespace)
+                    self._schedule(f"namespace:{namespace}", last + REPORT_INTERVAL_SECONDS)
+                continue
+            self._deferred.discard(namespace)
+            self._worse.discard(namespace)
             entries = self._state.get(namespace)
             body = report_body(namespace, entries.values(), self.max_results) if entries else None
             wanted = content(body) if body is not None else None
@@ -343,6 +360,7 @@ class PodTrustController(WorkLoop[str]):
                 else:
                     self.reports.put(body)
                     self._written[namespace] = wanted
+                    self._last_write[namespace] = now
                     self.report_writes.labels("written").inc()
                 self.update_seconds.observe(max(0.0, time.monotonic() - since))
                 self._failures.pop(namespace, None)

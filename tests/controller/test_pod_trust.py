@@ -22,6 +22,8 @@ from trustgate.core.labels import TRUSTED_LABEL
 from trustgate.core.running import PodTrust, Result, judge, running_pod
 from trustgate.core.snapshot import Snapshot
 
+from ..clock import Clock
+
 TRUSTED = {TRUSTED_LABEL: "true"}
 EVICTING = trust_policy("evict", podSelector={"matchLabels": {"app": "db"}}, onTrustLost="Evict")
 
@@ -99,6 +101,7 @@ class StaticPods:
 class Reports:
     def __init__(self, existing: dict[str, str] | None = None) -> None:
         self.written: dict[str, dict[str, Any]] = {}
+        self.writes = 0
         self.deleted: list[str] = []
         self.before = existing or {}
 
@@ -107,6 +110,7 @@ class Reports:
 
     def put(self, report: dict[str, Any]) -> None:
         self.written[report["metadata"]["namespace"]] = report
+        self.writes += 1
 
     def delete(self, namespace: str) -> None:
         self.deleted.append(namespace)
@@ -130,8 +134,14 @@ def world(issuer: Issuer, reports: dict[str, str | None], policies=()) -> Snapsh
     )
 
 
-def started(cache: StaticCache, pods: StaticPods, reports: Reports, queue: Queue | None = None) -> PodTrustController:
-    controller = PodTrustController(cache, pods, reports, CollectorRegistry(), evictions=queue)  # type: ignore[arg-type]
+def started(
+    cache: StaticCache,
+    pods: StaticPods,
+    reports: Reports,
+    queue: Queue | None = None,
+    clock: Callable[[], float] = time.time,
+) -> PodTrustController:
+    controller = PodTrustController(cache, pods, reports, CollectorRegistry(), evictions=queue, clock=clock)  # type: ignore[arg-type]
     controller.start_leading()
     threading.Thread(target=controller.run, daemon=True).start()
     return controller
@@ -206,6 +216,28 @@ def test_a_pod_that_comes_or_goes_is_judged_alone_and_the_others_keep_their_resu
     assert reports.written["shop"]["summary"] == {"pass": 2, "fail": 1, "warn": 0, "error": 0, "skip": 0}
     gauge = {s.labels["result"]: s.value for m in controller.results.collect() for s in m.samples}
     assert gauge == {"pass": 2, "fail": 1, "warn": 0, "error": 0}
+    controller.stop()
+
+
+def test_a_report_is_rewritten_at_most_once_a_second_but_at_once_when_a_pod_fails_anew(issuer: Issuer) -> None:
+    clock = Clock(time.time())
+    cache = StaticCache(world(issuer, {"a": issuer.token("a"), "b": None}))
+    pods = StaticPods([pod_object(name="web-0", namespace="shop", node_selector=TRUSTED, node_name="a")])
+    reports = Reports()
+    controller = started(cache, pods, reports, clock=clock)
+    eventually(lambda: result_of(reports, "shop", "web-0") == "pass", "the first report", 5)
+
+    for i in range(1, 6):  # passing pods, within the second: they wait
+        pods.change(add=[pod_object(name=f"web-{i}", namespace="shop", node_selector=TRUSTED, node_name="a")])
+    pods.change(add=[pod_object(name="late", namespace="shop", node_selector=TRUSTED, node_name="b")])
+
+    eventually(lambda: result_of(reports, "shop", "late") == "fail", "the failing pod written at once", 5)
+    assert reports.writes == 2 and len(reports.written["shop"]["results"]) == 7
+    pods.change(add=[pod_object(name="web-6", namespace="shop", node_selector=TRUSTED, node_name="a")])
+    clock.now += 1.0  # the second is over: the waiting change is written
+    controller.notify()
+    eventually(lambda: result_of(reports, "shop", "web-6") == "pass", "the passing pod written a second later", 5)
+    assert reports.writes == 3
     controller.stop()
 
 
